@@ -15,8 +15,12 @@ package statemachine
 func Flow() map[string]any {
 	s := states{}
 
-	// Plan: load and validate the recipe; nothing is created yet.
-	s.add("Plan", task("launch", "plan", 300).next("Launch"))
+	// Plan: load and validate the recipe and claim the build's identity;
+	// nothing is created yet. EventBridge delivers at least once: a second
+	// execution for the same recipe version finds the claim taken and ends.
+	s.add("Plan", planTask().next("AlreadyBaking?"))
+	s.add("AlreadyBaking?", choice("Launch", rule(isPresent("$.duplicate_of"), "AlreadyBaking")))
+	s.add("AlreadyBaking", map[string]any{"Type": "Succeed", "Comment": "another execution owns this build"})
 
 	// Launch: security group, login key, instance; wait until it runs.
 	s.add("Launch", task("launch", "run", 300).next("WaitForInstance"))
@@ -75,6 +79,13 @@ func Flow() map[string]any {
 		"StartAt": "Plan",
 		"States":  s.m,
 	}
+}
+
+// planTask also passes the execution's ID, which the build's claim records.
+func planTask() taskState {
+	t := task("launch", "plan", 300)
+	t["Parameters"] = map[string]any{"action": "plan", "execution.$": "$$.Execution.Id", "state.$": "$"}
+	return t
 }
 
 // copyToRegions is the Map that copies the image to each extra Region; each

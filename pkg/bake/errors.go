@@ -139,7 +139,7 @@ func ForLambda(stage string, err error) error {
 		return &HostKeyMismatch{r}
 	case errors.As(err, &prov):
 		return &ProvisionFailed{r}
-	case errors.As(err, &recipe):
+	case errors.As(err, &recipe), errors.Is(err, ErrUnsafePath), errors.Is(err, ErrBundleLimit), errors.Is(err, ErrInvalidBundle):
 		return &RecipeInvalid{r}
 	case errors.As(err, &wait):
 		return &WaitTimedOut{r}
