@@ -74,9 +74,11 @@ fuzz:
 	$(GO) test ./pkg/bake/ -run '^$$' -fuzz '^FuzzLoadLegacy$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/bake/ -run '^$$' -fuzz '^FuzzOpenBundle$$' -fuzztime $(FUZZTIME)
 
+# The main job on the local default: a real bake of the example recipe,
+# end to end, against a local AWS emulator and a throwaway sandbox.
 demo: deps build
 	./bin/kiln validate examples/webapp
-	./bin/kiln inspect examples/webapp
+	./bin/kiln bake --local examples/webapp
 
 clean:
 	rm -rf bin

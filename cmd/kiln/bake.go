@@ -160,6 +160,11 @@ func (p *progress) Handle(_ context.Context, r slog.Record) error {
 		}
 	}
 	line := r.Message
+	// A command's progress meter rewrites its line with carriage returns:
+	// show what it ended on.
+	if i := strings.LastIndexByte(strings.TrimRight(line, "\r"), '\r'); i >= 0 {
+		line = line[i+1:]
+	}
 	if len(extra) > 0 {
 		line += " (" + strings.Join(extra, " ") + ")"
 	}
