@@ -1,0 +1,4 @@
+Welcome, ${name}.
+%{ for r in regions ~}
+- ${r}
+%{ endfor ~}

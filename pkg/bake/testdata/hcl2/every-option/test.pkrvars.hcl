@@ -1,0 +1,1 @@
+from_var_file = [1, 2, 3]
