@@ -159,24 +159,36 @@ func leadsTo(states map[string]state, from, target string) bool {
 	return walk(from)
 }
 
-// TestSuccessEndsWithCleanup: the only way to Succeed is through Cleanup.
+// TestSuccessEndsWithCleanup: once anything may have been created (from
+// Launch on), the only way to succeed is through Cleanup. Before Launch, a
+// duplicate execution may end at once (AlreadyBaking): it created nothing.
 func TestSuccessEndsWithCleanup(t *testing.T) {
 	m := load(t)
 	states := parse(t, m)
-	for name, s := range states {
-		if s.Type == "Succeed" {
-			// Every predecessor chain of a Succeed passes Cleanup: check
-			// that Succeed is unreachable once Cleanup is removed.
-			without := map[string]state{}
-			for n, st := range states {
-				if n != "Cleanup" {
-					without[n] = st
-				}
-			}
-			if leadsTo(without, m.StartAt, name) {
-				t.Errorf("%s is reachable without passing Cleanup", name)
-			}
+	without := map[string]state{}
+	for n, st := range states {
+		if n != "Cleanup" {
+			without[n] = st
 		}
+	}
+	succeeds := 0
+	for name, s := range states {
+		if s.Type != "Succeed" {
+			continue
+		}
+		succeeds++
+		if leadsTo(without, "Launch", name) {
+			t.Errorf("%s is reachable from Launch without passing Cleanup", name)
+		}
+		if name != "AlreadyBaking" && leadsTo(without, m.StartAt, name) {
+			t.Errorf("%s is reachable without passing Cleanup", name)
+		}
+	}
+	if succeeds == 0 {
+		t.Fatal("the definition has no Succeed state")
+	}
+	if leadsTo(without, "Launch", "AlreadyBaking") {
+		t.Errorf("AlreadyBaking is reachable after Launch")
 	}
 }
 

@@ -901,9 +901,9 @@ func TestLoadHCL2ReportsAll(t *testing.T) {
 	// The rendered error reads like Packer's: file, line, and the line itself.
 	msg := err.Error()
 	for _, s := range []string{
-		`Error: kiln does not support the amazon-ebs option "spot_price"`,
-		`on sources.pkr.hcl line 7, in source "amazon-ebs" "app":`,
-		`   7:   spot_price    = "auto"`,
+		`sources.pkr.hcl:7:3: Error: kiln does not support the amazon-ebs option "spot_price"`,
+		`    7 |   spot_price    = "auto"`,
+		`      |   ^^^^^^^^^^`,
 		`Error: Unset variable "version"`,
 	} {
 		if !strings.Contains(msg, s) {
@@ -942,11 +942,11 @@ build {
 		got = append(got, first)
 	}
 	want := []string{
-		`Warning: kiln ignores the credential option "access_key"`,
-		`Warning: kiln ignores the credential option "secret_key"`,
-		`Warning: kiln ignores the credential option "profile"`,
-		`Warning: kiln ignores the amazon-ebs option "aws_polling"`,
-		`Warning: Ansible runs on the instance`,
+		`a.pkr.hcl:7:3: Warning: kiln ignores the credential option "access_key"`,
+		`a.pkr.hcl:8:3: Warning: kiln ignores the credential option "secret_key"`,
+		`a.pkr.hcl:9:3: Warning: kiln ignores the credential option "profile"`,
+		`a.pkr.hcl:10:3: Warning: kiln ignores the amazon-ebs option "aws_polling"`,
+		`a.pkr.hcl:16:3: Warning: Ansible runs on the instance`,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("warnings (-want +got):\n%s", diff)

@@ -55,31 +55,82 @@ type RecipeError struct {
 	Files map[string]*hcl.File
 }
 
-// Error renders all diagnostics with their source snippets.
-func (e *RecipeError) Error() string {
-	var b bytes.Buffer
-	w := hcl.NewDiagnosticTextWriter(&b, e.Files, 0, false)
-	for _, d := range e.Diags {
-		if d.Severity != hcl.DiagError {
-			continue
-		}
-		_ = w.WriteDiagnostic(d)
-	}
-	return strings.TrimRight(b.String(), "\n")
-}
+// Error renders every error diagnostic as
+//
+//	build.pkr.hcl:3:3: Error: Unsupported argument
+//	    3 |   instance_typo = "t3.micro"
+//	      |   ^^^^^^^^^^^^^
+//	  An argument named "instance_typo" is not expected here. ...
+func (e *RecipeError) Error() string { return renderDiags(e.Diags, e.Files, hcl.DiagError) }
 
 // Warnings renders the warning diagnostics, if any.
 func (e *RecipeError) Warnings() string { return renderDiags(e.Diags, e.Files, hcl.DiagWarning) }
 
 func renderDiags(diags hcl.Diagnostics, files map[string]*hcl.File, sev hcl.DiagnosticSeverity) string {
-	var b bytes.Buffer
-	w := hcl.NewDiagnosticTextWriter(&b, files, 0, false)
+	var b strings.Builder
 	for _, d := range diags {
-		if d.Severity == sev {
-			_ = w.WriteDiagnostic(d)
+		if d.Severity != sev {
+			continue
 		}
+		if b.Len() > 0 {
+			b.WriteString("\n")
+		}
+		writeDiag(&b, d, files)
 	}
 	return strings.TrimRight(b.String(), "\n")
+}
+
+// writeDiag writes one diagnostic: its position as file:line:column (the
+// form editors jump to), the source line with the range underlined, and the
+// detail.
+func writeDiag(b *strings.Builder, d *hcl.Diagnostic, files map[string]*hcl.File) {
+	level := "Error"
+	if d.Severity == hcl.DiagWarning {
+		level = "Warning"
+	}
+	if d.Subject == nil {
+		fmt.Fprintf(b, "%s: %s\n", level, d.Summary)
+	} else {
+		r := *d.Subject
+		fmt.Fprintf(b, "%s:%d:%d: %s: %s\n", r.Filename, r.Start.Line, r.Start.Column, level, d.Summary)
+		if f := files[r.Filename]; f != nil {
+			if line, ok := sourceLine(f.Bytes, r.Start.Line); ok {
+				fmt.Fprintf(b, "%5d | %s\n", r.Start.Line, line)
+				width := 1
+				if r.End.Line == r.Start.Line && r.End.Column > r.Start.Column {
+					width = r.End.Column - r.Start.Column
+				}
+				pad := []rune(line)
+				if n := r.Start.Column - 1; n < len(pad) {
+					pad = pad[:n]
+				}
+				for i, c := range pad {
+					if c != '\t' {
+						pad[i] = ' '
+					}
+				}
+				fmt.Fprintf(b, "      | %s%s\n", string(pad), strings.Repeat("^", width))
+			}
+		}
+	}
+	if d.Detail != "" {
+		fmt.Fprintf(b, "  %s\n", strings.ReplaceAll(strings.TrimSpace(d.Detail), "\n", "\n  "))
+	}
+}
+
+// sourceLine returns line n (1-based) of src without its line ending.
+func sourceLine(src []byte, n int) (string, bool) {
+	for i := 1; i < n; i++ {
+		j := bytes.IndexByte(src, '\n')
+		if j < 0 {
+			return "", false
+		}
+		src = src[j+1:]
+	}
+	if j := bytes.IndexByte(src, '\n'); j >= 0 {
+		src = src[:j]
+	}
+	return strings.TrimRight(string(src), "\r"), true
 }
 
 // loader carries what one Load needs: the recipe's files, the options and
