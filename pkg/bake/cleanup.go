@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 )
 
 // cleanupAPI is the part of EC2 cleanup uses, in every Region of the build
@@ -39,6 +40,9 @@ type cleanupAPI interface {
 // login key.
 type cleanupParamAPI interface {
 	ssm.GetParametersByPathAPIClient
+	ssm.GetParameterHistoryAPIClient
+	GetParameter(ctx context.Context, in *ssm.GetParameterInput, optFns ...func(*ssm.Options)) (*ssm.GetParameterOutput, error)
+	PutParameter(ctx context.Context, in *ssm.PutParameterInput, optFns ...func(*ssm.Options)) (*ssm.PutParameterOutput, error)
 	DeleteParameter(ctx context.Context, in *ssm.DeleteParameterInput, optFns ...func(*ssm.Options)) (*ssm.DeleteParameterOutput, error)
 }
 
@@ -169,7 +173,8 @@ func (c *Cleanup) Run(ctx context.Context, st State) (State, error) {
 		case st.Error != nil:
 			for _, region := range regions {
 				imgs, snaps := stateImages(st, region, region == home)
-				r.images(ctx, st, region, imgs, snaps, true)
+				removed := r.images(ctx, st, region, imgs, snaps, true)
+				r.unpublish(ctx, st, buildID, region, removed)
 			}
 		case st.Image != nil && st.Image.Intermediate != "" && st.Image.Intermediate != st.Image.ID:
 			// A successful encrypted build keeps only the encrypted copy;
@@ -552,7 +557,7 @@ func stateImages(st State, region string, home bool) (images, snapshots []string
 // snapshots: the images named (stateImages) and, with byTag, every image
 // and snapshot tagged with the build; the snapshots in the images' block
 // device mappings; and the snapshots named (stateSnaps) that carry the tag.
-func (r *cleanupRound) images(ctx context.Context, st State, region string, stateImages, stateSnaps []string, byTag bool) {
+func (r *cleanupRound) images(ctx context.Context, st State, region string, stateImages, stateSnaps []string, byTag bool) (owned []string) {
 	api := r.c.EC2
 	images := map[string]ec2types.Image{}
 	for _, id := range stateImages {
@@ -591,6 +596,7 @@ func (r *cleanupRound) images(ctx context.Context, st State, region string, stat
 		if !r.owned(region, "image", id, img.Tags) {
 			continue
 		}
+		owned = append(owned, id)
 		var own []string
 		for _, m := range img.BlockDeviceMappings {
 			if m.Ebs != nil && aws.ToString(m.Ebs.SnapshotId) != "" {
@@ -663,4 +669,94 @@ func (r *cleanupRound) images(ctx context.Context, st State, region string, stat
 			r.fail(region, "snapshot", id, fmt.Errorf("delete: %w", err))
 		}
 	}
+	return owned
+}
+
+// unpublish undoes the publish step of a failed build in region: if the
+// recipe's AMI parameter names an image this build made (which cleanup has
+// just removed), it gets back the newest earlier value that still names a
+// live image of another build, or is deleted when there is none. Without
+// this, a build failing after publish would leave the parameter pointing at
+// a deregistered AMI.
+func (r *cleanupRound) unpublish(ctx context.Context, st State, buildID, region string, removed []string) {
+	if st.Plan == nil || r.c.SSM == nil {
+		return
+	}
+	several := false
+	if plan, err := r.c.storedPlan(ctx, buildID); err == nil && plan != nil {
+		several = len(plan.Builds) > 1
+	}
+	name := amiParameterName(r.c.Config.withDefaults().ParameterPrefix, st.Plan.Recipe, st.Plan.Build, several)
+	in := func(o *ssm.Options) { o.Region = region }
+	cur, err := r.c.SSM.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(name)}, in)
+	switch {
+	case IsNotFound(err):
+		return
+	case err != nil:
+		r.fail(region, "parameter", name, fmt.Errorf("read: %w", err))
+		return
+	}
+	value := aws.ToString(cur.Parameter.Value)
+	if !slices.Contains(removed, value) && !r.imageOfBuild(ctx, region, value) {
+		return // it names someone else's image: not ours to touch
+	}
+	var history []string // oldest first
+	hp := ssm.NewGetParameterHistoryPaginator(r.c.SSM, &ssm.GetParameterHistoryInput{Name: aws.String(name)})
+	for hp.HasMorePages() {
+		page, err := hp.NextPage(ctx, in)
+		if err != nil {
+			r.fail(region, "parameter", name, fmt.Errorf("read history: %w", err))
+			return
+		}
+		for _, h := range page.Parameters {
+			history = append(history, aws.ToString(h.Value))
+		}
+	}
+	for i := len(history) - 1; i >= 0; i-- {
+		prev := history[i]
+		if prev == value || slices.Contains(removed, prev) || !r.liveForeignImage(ctx, region, prev) {
+			continue
+		}
+		_, err := r.c.SSM.PutParameter(ctx, &ssm.PutParameterInput{
+			Name: aws.String(name), Value: aws.String(prev), Type: ssmtypes.ParameterTypeString,
+			DataType: aws.String("aws:ec2:image"), Overwrite: aws.Bool(true),
+		}, in)
+		if err != nil {
+			r.fail(region, "parameter", name, fmt.Errorf("restore to %s: %w", prev, err))
+			return
+		}
+		r.done(region, "parameter", name+" (restored to "+prev+")")
+		return
+	}
+	if _, err := r.c.SSM.DeleteParameter(ctx, &ssm.DeleteParameterInput{Name: aws.String(name)}, in); err != nil && !IsNotFound(err) {
+		r.fail(region, "parameter", name, fmt.Errorf("delete: %w", err))
+		return
+	}
+	r.done(region, "parameter", name)
+}
+
+// imageOfBuild reports whether id is an image of this build, or one that no
+// longer exists (a previous round deregistered it).
+func (r *cleanupRound) imageOfBuild(ctx context.Context, region, id string) bool {
+	out, err := r.c.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{id}}, ec2In(region))
+	switch {
+	case IsNotFound(err):
+		return true
+	case err != nil:
+		return false
+	case len(out.Images) == 0:
+		return true
+	}
+	return tagOf(out.Images[0].Tags, TagBuild) == r.buildID
+}
+
+// liveForeignImage reports whether id is an available image of another
+// build, fit to be published again.
+func (r *cleanupRound) liveForeignImage(ctx context.Context, region, id string) bool {
+	out, err := r.c.EC2.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{id}}, ec2In(region))
+	if err != nil || len(out.Images) == 0 {
+		return false
+	}
+	img := out.Images[0]
+	return img.State == ec2types.ImageStateAvailable && tagOf(img.Tags, TagBuild) != r.buildID
 }

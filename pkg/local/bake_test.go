@@ -353,3 +353,72 @@ func tagMap(tags []ec2types.Tag) map[string]string {
 	return m
 }
 
+
+// TestBakeFailureRestoresParameters: a build that fails after publishing
+// gives the recipe's AMI parameters back their earlier value (or removes
+// them where there was none), so they never name a deregistered image.
+func TestBakeFailureRestoresParameters(t *testing.T) {
+	c := newCloud(t)
+	ctx := context.Background()
+	// An earlier, good image of the recipe, published in us-east-1.
+	e := c.EC2("us-east-1")
+	run, err := e.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String("ami-785db401"), MinCount: aws.Int32(1), MaxCount: aws.Int32(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := e.CreateImage(ctx, &ec2.CreateImageInput{
+		InstanceId: run.Instances[0].InstanceId, Name: aws.String("app-earlier"),
+		TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeImage, Tags: []ec2types.Tag{
+			{Key: aws.String(bake.TagBuild), Value: aws.String("app-earlier")}, {Key: aws.String(bake.TagRecipe), Value: aws.String("app")},
+		}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	earlier := aws.ToString(img.ImageId)
+	if _, err := c.SSM("us-east-1").PutParameter(ctx, &ssm.PutParameterInput{Name: aws.String("/kiln/app/latest"), Value: aws.String(earlier), Type: "String"}); err != nil {
+		t.Fatal(err)
+	}
+
+	res, logs := bakeRecipe(t, c, "app", BakeOptions{Wrap: failAfter("distribute", "publish")})
+	if res.Succeeded() {
+		t.Fatalf("bake succeeded, want a failure")
+	}
+	for _, region := range []string{"us-east-1", "us-west-2", "eu-west-1"} {
+		p, err := c.SSM(region).GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String("/kiln/app/latest")})
+		switch region {
+		case "us-east-1":
+			if err != nil || aws.ToString(p.Parameter.Value) != earlier {
+				t.Errorf("/kiln/app/latest in %s = %v, %v; want the earlier image %s\nlogs:\n%s", region, p, err, earlier, logs.text())
+			}
+		default:
+			if err == nil {
+				t.Errorf("/kiln/app/latest in %s = %s, want it removed (there was none before)", region, aws.ToString(p.Parameter.Value))
+			}
+		}
+	}
+	if left := res.Left.All(); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
+// failAfter wraps one function's handler so that the given action runs and
+// then fails, as if the Lambda died after its work.
+func failAfter(function, action string) func(string, asl.Handler) asl.Handler {
+	return func(f string, h asl.Handler) asl.Handler {
+		if f != function {
+			return h
+		}
+		return func(ctx context.Context, in json.RawMessage) (json.RawMessage, error) {
+			out, err := h(ctx, in)
+			var ev struct {
+				Action string `json:"action"`
+			}
+			_ = json.Unmarshal(in, &ev)
+			if err == nil && ev.Action == action {
+				return nil, bake.ForLambda(function, errors.New("injected failure after "+action))
+			}
+			return out, err
+		}
+	}
+}
