@@ -197,6 +197,12 @@ func (c *Cloud) handlers(conf bake.Config, region string, opts BakeOptions, last
 	dist.Emulator = true
 	dist.ManifestDir = opts.ManifestDir
 	clean := bake.NewCleanup(a, conf)
+	if opts.Clock != nil {
+		// The stages keep time on the state machine's clock, so that a
+		// simulated run (a fake clock, an emulator front modelling AWS's
+		// timings) is consistent from end to end.
+		launch.Now, prov.Now, snap.Now, dist.Now, clean.Now = opts.Clock.Now, opts.Clock.Now, opts.Clock.Now, opts.Clock.Now, opts.Clock.Now
+	}
 
 	snapActions := snap.Actions()
 	create := snapActions["create"]
