@@ -34,6 +34,8 @@ func commands() []command {
 		{"inspect", "summarise a recipe's build plan", runInspect},
 		{"bundle", "pack a recipe folder with its files into a .tar.gz or .zip", runBundle},
 		{"bake", "bake a recipe (--local: on this machine, against an AWS emulator)", runBake},
+		{"prune", "retire old images (--dry-run: show what would go and why the rest stays)", runPrune},
+		{"rebuild", "show which recipes the rebuild schedule would bake (--dry-run)", runRebuild},
 	}
 }
 
