@@ -238,6 +238,7 @@ func (l *Launch) Plan(ctx context.Context, st State) (State, error) {
 		Regions:   extra,
 		Transport: transportOf(src, l.Config),
 		Encrypt:   src.EncryptBoot != nil && *src.EncryptBoot,
+		Several:   len(plan.Builds) > 1,
 	}
 	Logger(ctx).Info("planned", "recipe", plan.Name, "build", b.FullName(), "region", src.Region, "regions", extra, "plan", "s3://"+l.Config.Bucket+"/"+planKey)
 	return st, nil

@@ -752,6 +752,14 @@ func bakedImageTags(st State, b *Build) []ec2types.Tag {
 	if st.Launch != nil && st.Launch.SourceAMI != "" {
 		t[TagSourceAMI] = st.Launch.SourceAMI
 	}
+	// Retention ages a build by when it started, the same in every Region
+	// however late a copy lands.
+	if !st.StartedAt.IsZero() {
+		t[TagBuiltAt] = st.StartedAt.UTC().Format(time.RFC3339)
+	}
+	if st.Plan != nil && st.Plan.Several {
+		t[TagBuildName] = st.Plan.Build
+	}
 	return ec2Tags(st, t)
 }
 

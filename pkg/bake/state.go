@@ -102,6 +102,9 @@ type PlanRef struct {
 	Transport string `json:"transport"`
 	// Encrypt says whether snapshot makes an encrypted copy of the image.
 	Encrypt bool `json:"encrypt,omitempty"`
+	// Several says the recipe defines several builds, so their images are
+	// told apart by a kiln:build-name tag and their own parameters.
+	Several bool `json:"several,omitempty"`
 }
 
 // Launched is what launch created and learned.
