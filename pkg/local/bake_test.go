@@ -353,7 +353,6 @@ func tagMap(tags []ec2types.Tag) map[string]string {
 	return m
 }
 
-
 // TestBakeFailureRestoresParameters: a build that fails after publishing
 // gives the recipe's AMI parameters back their earlier value (or removes
 // them where there was none), so they never name a deregistered image.
