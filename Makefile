@@ -17,13 +17,18 @@ STAMP := $(KILN_HOME)/stamps
 
 .PHONY: all deps test demo bench vet fuzz build lambdas clean
 
+# The Lambda zips the stack deploys (cdk synth builds them too).
+lambdas:
+	cd infra && $(GO) run ./cmd/kiln-lambdas -src .. -o ../dist/lambdas
+
 all: build
 
 deps: $(STAMP)/go $(STAMP)/npm $(STAMP)/py $(STAMP)/apt
 
-$(STAMP)/go: go.mod go.sum
+$(STAMP)/go: go.mod go.sum infra/go.mod infra/go.sum
 	@mkdir -p $(STAMP)
 	$(GO) mod download
+	cd infra && $(GO) mod download
 	@touch $@
 
 $(STAMP)/npm: package.json package-lock.json
@@ -61,12 +66,14 @@ vet:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './node_modules/*')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	cd infra && $(GO) vet ./...
 
 # Every test the project has: unit tests, moto and sshd integration tests,
 # the state machine checks (asl-validator, aws-local-stepfunctions), the CDK
 # synth checks, and a short run of each fuzz target.
 test: deps vet
 	CI=$${CI:-} $(GO) test -count=1 -timeout 25m ./...
+	cd infra && CI=$${CI:-} $(GO) test -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
 
 fuzz:
