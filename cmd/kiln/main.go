@@ -5,6 +5,10 @@
 //	kiln bundle   DIR -o FILE                        pack a recipe folder
 //	kiln bake --local [-var k=v] [-var-file F] RECIPE
 //	                                                 bake it on this machine
+//	kiln prune [--dry-run]                           retire old images
+//	kiln rebuild --dry-run                           show what the schedule rebakes
+//	kiln serve --local [--fire-now JOB]              bake uploads, run the schedules
+//	kiln push RECIPE                                 upload a recipe for kiln serve
 //
 // RECIPE is a template file (*.pkr.hcl, *.pkr.json, legacy *.json), a
 // folder of HCL2 templates, or a bundle (.tar.gz, .zip).
@@ -36,6 +40,8 @@ func commands() []command {
 		{"bake", "bake a recipe (--local: on this machine, against an AWS emulator)", runBake},
 		{"prune", "retire old images (--dry-run: show what would go and why the rest stays)", runPrune},
 		{"rebuild", "show which recipes the rebuild schedule would bake (--dry-run)", runRebuild},
+		{"serve", "run the stack on this machine (--local): bake uploads, run the schedules", runServe},
+		{"push", "upload a recipe to the local bucket, as aws s3 cp would, for kiln serve", runPush},
 	}
 }
 

@@ -2448,6 +2448,10 @@ func (f *fakeS3) PutObject(ctx context.Context, in *s3.PutObjectInput, optFns ..
 		if err != nil {
 			return nil, err
 		}
+		// A conditional write (If-None-Match: *) fails if the key exists.
+		if aws.ToString(in.IfNoneMatch) == "*" && b.current[aws.ToString(in.Key)] != nil {
+			return nil, fakeAPIErr("PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
+		}
 		v := c.putObjectLocked(b, aws.ToString(in.Key), body, aws.ToString(in.ContentType))
 		return &s3.PutObjectOutput{VersionId: aws.String(v), ETag: aws.String(`"` + v + `"`)}, nil
 	})

@@ -114,7 +114,13 @@ type Launch struct {
 // Actions returns the launch stage's actions for Handler.
 func (l *Launch) Actions() map[string]Action {
 	return map[string]Action{
-		"plan":  func(ctx context.Context, ev Event) (State, error) { return l.Plan(ctx, ev.State) },
+		"plan": func(ctx context.Context, ev Event) (State, error) {
+			st, err := l.Plan(ctx, ev.State)
+			if err != nil {
+				return st, err
+			}
+			return l.Claim(ctx, st, ev.Execution)
+		},
 		"run":   func(ctx context.Context, ev Event) (State, error) { return l.Run(ctx, ev.State) },
 		"check": func(ctx context.Context, ev Event) (State, error) { return l.Check(ctx, ev.State) },
 	}
@@ -166,6 +172,51 @@ func ssmIn(region string) func(*ssm.Options) {
 }
 
 // ---------------------------------------------------------------- plan
+
+// ClaimKey is the object that records which execution owns a build.
+func ClaimKey(buildID string) string { return "builds/" + buildID + "/claim" }
+
+// Claim makes execution the owner of the build, or finds that another
+// execution already is. EventBridge delivers S3 events at least once, and
+// every delivery starts an execution of the same recipe version, so the
+// same build: the first to write the claim (a conditional put, If-None-Match)
+// bakes, and the others set DuplicateOf, which the state machine ends on
+// (AlreadyBaking) before anything is created. A retry of this execution's
+// own plan finds its own claim and goes on. An empty execution (a direct
+// call, not from the state machine) claims nothing.
+func (l *Launch) Claim(ctx context.Context, st State, execution string) (State, error) {
+	if execution == "" || st.BuildID == "" {
+		return st, nil
+	}
+	key := ClaimKey(st.BuildID)
+	_, err := l.S3.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:      aws.String(l.Config.Bucket),
+		Key:         aws.String(key),
+		Body:        strings.NewReader(execution),
+		IfNoneMatch: aws.String("*"),
+		ContentType: aws.String("text/plain"),
+	})
+	switch code := AWSCode(err); {
+	case err == nil:
+		return st, nil
+	case code != "PreconditionFailed" && code != "ConditionalRequestConflict":
+		return st, fmt.Errorf("claim build %s: %w", st.BuildID, err)
+	}
+	out, err := l.S3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(l.Config.Bucket), Key: aws.String(key)})
+	if err != nil {
+		return st, fmt.Errorf("read claim of build %s: %w", st.BuildID, err)
+	}
+	defer out.Body.Close()
+	owner, err := io.ReadAll(io.LimitReader(out.Body, 4096))
+	if err != nil {
+		return st, fmt.Errorf("read claim of build %s: %w", st.BuildID, err)
+	}
+	if string(owner) != execution {
+		st.DuplicateOf = string(owner)
+		Logger(ctx).Info("build already claimed: ending", "owner", string(owner))
+	}
+	return st, nil
+}
 
 // Plan evaluates the recipe at st.Recipe (that object version) with st.Vars
 // into a plan, stores it at PlanKey(BuildID) in the kiln bucket and fills
@@ -221,13 +272,24 @@ func (l *Launch) Plan(ctx context.Context, st State) (State, error) {
 	if src.Region == "" {
 		return st, recipeProblem(ref.Key, "Missing region", fmt.Sprintf("build %s sets no region", b.FullName()))
 	}
-	var extra []string
+	extra := []string{} // never null: the state machine's Map reads $.plan.regions
 	for _, r := range src.AMIRegions {
 		if r != "" && r != src.Region && !slices.Contains(extra, r) {
 			extra = append(extra, r)
 		}
 	}
 	sort.Strings(extra)
+	transport := transportOf(src, l.Config)
+	switch {
+	case transport == "ssh" && src.SSHUsername == "":
+		return st, recipeProblem(ref.Key, "Missing ssh_username", fmt.Sprintf(
+			"build %s provisions over SSH (ssh_interface %q, the stack's default transport is %q), which needs ssh_username",
+			b.FullName(), src.SSHInterface, l.Config.withDefaults().DefaultTransport))
+	case transport == "session_manager" && src.IAMInstanceProfile == "" && l.Config.InstanceProfile == "":
+		return st, recipeProblem(ref.Key, "Missing instance profile", fmt.Sprintf(
+			"build %s provisions through SSM Run Command (session_manager), whose agent needs an instance profile: set iam_instance_profile, or configure the stack's build instance profile (KILN_INSTANCE_PROFILE)",
+			b.FullName()))
+	}
 	st.Plan = &PlanRef{
 		Bucket:    l.Config.Bucket,
 		Key:       planKey,
@@ -236,7 +298,7 @@ func (l *Launch) Plan(ctx context.Context, st State) (State, error) {
 		Hash:      plan.Hash,
 		Region:    src.Region,
 		Regions:   extra,
-		Transport: transportOf(src, l.Config),
+		Transport: transport,
 		Encrypt:   src.EncryptBoot != nil && *src.EncryptBoot,
 		Several:   len(plan.Builds) > 1,
 	}
@@ -244,22 +306,9 @@ func (l *Launch) Plan(ctx context.Context, st State) (State, error) {
 	return st, nil
 }
 
-// transportOf is how provisioning reaches the build's instance. The
-// deployment's DefaultTransport applies to a source that leaves
-// ssh_interface empty. (The HCL2 loader fills in "private_ip" when a recipe
-// does not set it, so there the recipe's own default wins.)
-func transportOf(src AmazonEBS, cfg Config) string {
-	if src.Communicator == "none" {
-		return "none"
-	}
-	if src.SSHInterface == "" {
-		if cfg.DefaultTransport == "session_manager" {
-			return "session_manager"
-		}
-		return "ssh"
-	}
-	return src.Transport()
-}
+// transportOf is how provisioning reaches the build's instance
+// (ResolveTransport).
+func transportOf(src AmazonEBS, cfg Config) string { return ResolveTransport(src, cfg) }
 
 // storedPlan reads a plan stored earlier for this build, or nil if none.
 func (l *Launch) storedPlan(ctx context.Context, key string) (*Plan, error) {
@@ -774,9 +823,14 @@ func (l *Launch) ensureSecurityGroup(ctx context.Context, st State, src AmazonEB
 		return "", err
 	}
 	if g == nil {
+		desc := "kiln build " + st.BuildID + ": SSH from the provisioner only"
+		if transport != "ssh" {
+			// session_manager: the agent calls out; nothing comes in.
+			desc = "kiln build " + st.BuildID + ": no inbound traffic"
+		}
 		out, err := l.EC2.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{
 			GroupName:         aws.String(name),
-			Description:       aws.String("kiln build " + st.BuildID + ": SSH from the provisioner only"),
+			Description:       aws.String(desc),
 			VpcId:             aws.String(vpc),
 			TagSpecifications: []ec2types.TagSpecification{tagSpec(ec2types.ResourceTypeSecurityGroup, st, withName(src.RunTags, name))},
 		}, ec2In(region))
@@ -958,6 +1012,15 @@ func (l *Launch) storedLoginKey(ctx context.Context, param string) (ssh.Signer, 
 func (l *Launch) runInstance(ctx context.Context, st State, src AmazonEBS, ln Launched, groups []string, transport, loginPub string) (*ec2types.Instance, error) {
 	instanceTags := withName(src.RunTags, "kiln-"+st.BuildID)
 	userData := []byte(src.UserData)
+	if transport == "session_manager" && src.SSHUsername != "" {
+		// Provisioners run as ssh_username, as over SSH (and in Packer's
+		// session_manager): cloud-init makes sure the user exists with
+		// sudo, as it does for SSH, but with no key and no host key.
+		var err error
+		if userData, err = buildUserData(kilnUserDataInput{User: src.SSHUsername, Recipe: []byte(src.UserData)}); err != nil {
+			return nil, err
+		}
+	}
 	if transport == "ssh" {
 		hostKey, err := l.newKey("ed25519")
 		if err != nil {

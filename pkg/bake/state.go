@@ -97,7 +97,7 @@ type PlanRef struct {
 	// Region is where the instance runs; Regions are the extra Regions
 	// (ami_regions without Region) the image is copied to.
 	Region  string   `json:"region"`
-	Regions []string `json:"regions,omitempty"`
+	Regions []string `json:"regions"`
 	// Transport is "ssh", "session_manager" or "none".
 	Transport string `json:"transport"`
 	// Encrypt says whether snapshot makes an encrypted copy of the image.
@@ -161,6 +161,12 @@ type Provisioned struct {
 	SSHSince time.Time `json:"ssh_since,omitzero"`
 	// ErrorCleanupRan records that error-cleanup-provisioner has run.
 	ErrorCleanupRan bool `json:"error_cleanup_ran,omitempty"`
+	// AgentOnline records that the instance's SSM agent was seen online
+	// (session_manager transport), so commands may be sent to it.
+	AgentOnline bool `json:"agent_online,omitempty"`
+	// AgentSince is when the current wait for the SSM agent began, for its
+	// bound; it is cleared once the agent is online.
+	AgentSince time.Time `json:"agent_since,omitzero"`
 }
 
 // Command is a provisioner command running detached on the instance.
@@ -173,6 +179,19 @@ type Command struct {
 	StartedAt   time.Time `json:"started_at"`
 	// Offset is how much of its output has been shown already.
 	Offset int64 `json:"offset,omitempty"`
+	// Cursor is where reading its output resumes when a byte offset
+	// cannot say: the CloudWatch Logs forward token of an SSM command's
+	// output stream.
+	Cursor string `json:"cursor,omitempty"`
+	// EndedAt is when the command was first seen finished while its output
+	// was still arriving (SSM); output that has not arrived some time
+	// after is given up on.
+	EndedAt time.Time `json:"ended_at,omitzero"`
+	// Complete records that its output has been read to its end (SSM: the
+	// end marker kiln's command prints last); Failure is the failure kiln's
+	// own part of the command reported (a file it could not fetch).
+	Complete bool   `json:"complete,omitempty"`
+	Failure  string `json:"failure,omitempty"`
 }
 
 // Image is the AMI snapshot made in the build Region.

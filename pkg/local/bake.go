@@ -1,6 +1,7 @@
 package local
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -31,6 +32,14 @@ type BakeOptions struct {
 	Env      map[string]string
 	// Only selects one build of a recipe with several.
 	Only string
+	// DefaultTransport is the stack's default transport for recipes that
+	// leave ssh_interface unset: "ssh" (if empty) or "session_manager".
+	DefaultTransport string
+	// Trigger distinguishes a deliberate rebake of the same recipe version
+	// (a rebuild decision's); see bake.State.Trigger. Empty for uploads.
+	Trigger string
+	// Name is the execution's name; the build ID if empty.
+	Name string
 	// ManifestDir is where the manifest post-processor's output paths are
 	// relative to (the current directory for the CLI).
 	ManifestDir string
@@ -92,12 +101,32 @@ func (c *Cloud) Bake(ctx context.Context, path string, opts BakeOptions) (*BakeR
 	if err != nil {
 		return nil, err
 	}
-	region := build.Source.Region
+	ref, err := c.Upload(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	opts.Vars = vars
+	return c.bakeRef(ctx, ref, build.Source.Region, build.Source.AMIRegions, opts)
+}
+
+// BakeRef runs the state machine on a recipe already in the bucket, that
+// object version, as an upload event or a rebuild decision starts it in
+// AWS. The input is the object, opts.Vars, opts.Only and opts.Trigger;
+// VarFiles and Env are not read (the pipeline sees only the object and the
+// input). A recipe that does not load fails the bake in its Plan step.
+func (c *Cloud) BakeRef(ctx context.Context, ref bake.RecipeRef, opts BakeOptions) (*BakeResult, error) {
+	region, copies := c.buildRegions(ctx, ref, opts.Vars, opts.Only)
+	return c.bakeRef(ctx, ref, region, copies, opts)
+}
+
+// bakeRef runs the state machine on ref, whose build runs in region and is
+// copied to copies.
+func (c *Cloud) bakeRef(ctx context.Context, ref bake.RecipeRef, region string, copies []string, opts BakeOptions) (*BakeResult, error) {
 	sg, err := c.ProvisionerSecurityGroup(ctx, region)
 	if err != nil {
 		return nil, err
 	}
-	ref, err := c.Upload(ctx, path)
+	profile, err := c.BuildInstanceProfile(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +136,9 @@ func (c *Cloud) Bake(ctx context.Context, path string, opts BakeOptions) (*BakeR
 		ParameterPrefix:          "/kiln",
 		KeyPrefix:                "/kiln/builds",
 		EventBus:                 "default",
-		DefaultTransport:         "ssh",
+		InstanceProfile:          profile,
+		DefaultTransport:         cmp.Or(opts.DefaultTransport, "ssh"),
+		CommandLogPrefix:         "/kiln/commands",
 		Expect:                   opts.Expect,
 	}
 	var last lastState
@@ -127,13 +158,13 @@ func (c *Cloud) Bake(ctx context.Context, path string, opts BakeOptions) (*BakeR
 	if err != nil {
 		return nil, fmt.Errorf("load state machine: %w", err)
 	}
-	input := bake.State{Recipe: ref, Vars: vars, Only: opts.Only}
-	buildID := bake.NewBuildID(ref, vars, opts.Only, "")
+	input := bake.State{Recipe: ref, Vars: opts.Vars, Only: opts.Only, Trigger: opts.Trigger}
+	buildID := bake.NewBuildID(ref, opts.Vars, opts.Only, opts.Trigger)
 	in, err := json.Marshal(input)
 	if err != nil {
 		return nil, err
 	}
-	res, err := runner.Run(ctx, buildID, in)
+	res, err := runner.Run(ctx, cmp.Or(opts.Name, buildID), in)
 	if err != nil {
 		return nil, fmt.Errorf("run state machine: %w", err)
 	}
@@ -145,7 +176,7 @@ func (c *Cloud) Bake(ctx context.Context, path string, opts BakeOptions) (*BakeR
 			out.State = st
 		}
 	}
-	out.Regions = append([]string{region}, build.Source.AMIRegions...)
+	out.Regions = append([]string{region}, copies...)
 	slices.Sort(out.Regions)
 	out.Regions = slices.Compact(out.Regions)
 	// Take stock with a fresh context: an interrupted bake still reports.
@@ -178,8 +209,9 @@ func definition() []byte {
 
 // handlers wires each stage to the emulator, as the Lambda mains wire them
 // to AWS, plus what the emulator cannot do itself: booting a sandbox for an
-// instance (Provision.Resolve), keeping an image's content when it is made,
-// and shutting a sandbox down with its instance.
+// instance (Provision.Resolve for SSH; the SSM agent's stand-in, Agent, for
+// session_manager), keeping an image's content when it is made, and
+// shutting a sandbox down with its instance.
 func (c *Cloud) handlers(conf bake.Config, region string, opts BakeOptions, last *lastState) map[string]asl.Handler {
 	a := &bake.AWS{Config: c.Config(region), S3Options: []func(*s3.Options){emulator.S3Options}}
 	logh := opts.Log
@@ -191,12 +223,16 @@ func (c *Cloud) handlers(conf bake.Config, region string, opts BakeOptions, last
 	launch := bake.NewLaunch(a, conf)
 	prov := bake.NewProvision(a, conf)
 	prov.Resolve = c.Resolve
+	// moto runs no SSM command and lacks DescribeInstanceInformation and
+	// CancelCommand: the agent's stand-in covers that (ssmagent.go).
+	prov.RunCommand = c.Agent()
 	snap := bake.NewSnapshot(a, conf)
 	snap.Emulator = true
 	dist := bake.NewDistribute(a, conf)
 	dist.Emulator = true
 	dist.ManifestDir = opts.ManifestDir
 	clean := bake.NewCleanup(a, conf)
+	clean.Commands = c.Agent()
 	if opts.Clock != nil {
 		// The stages keep time on the state machine's clock, so that a
 		// simulated run (a fake clock, an emulator front modelling AWS's

@@ -421,3 +421,19 @@ func failAfter(function, action string) func(string, asl.Handler) asl.Handler {
 		}
 	}
 }
+
+// TestBakeOneRegion: a recipe without ami_regions bakes (the Map over the
+// extra Regions has nothing to do) and leaves nothing temporary.
+func TestBakeOneRegion(t *testing.T) {
+	c := newCloud(t)
+	res, logs := bakeRecipe(t, c, "single", BakeOptions{})
+	if !res.Succeeded() {
+		t.Fatalf("bake failed: %s: %s\nlogs:\n%s", res.Execution.Error, res.Execution.Cause, logs.text())
+	}
+	if got := len(res.State.Published.Images); got != 1 {
+		t.Errorf("published %v, want one Region", res.State.Published.Images)
+	}
+	if left := res.Left.Temporaries(); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
