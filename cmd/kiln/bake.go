@@ -26,15 +26,23 @@ func runBake(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		only      string
 		timeScale float64
 		verbose   bool
+		transport string
 	)
 	rf, path, err := parseRecipeArgs("bake", args, stderr, func(fs *flag.FlagSet) {
 		fs.BoolVar(&isLocal, "local", false, "bake on this machine: a local AWS emulator (moto, or $AWS_ENDPOINT_URL) and a throwaway sandbox instead of AWS")
 		fs.StringVar(&only, "only", "", "the build to bake, for a recipe with several (name or amazon-ebs.name)")
 		fs.Float64Var(&timeScale, "time-scale", 1, "compress the state machine's waits by this factor")
 		fs.BoolVar(&verbose, "v", false, "show every stage log line")
+		fs.StringVar(&transport, "default-transport", os.Getenv("KILN_DEFAULT_TRANSPORT"),
+			`the stack's default transport for recipes that set no ssh_interface: "ssh" (the default) or "session_manager"`)
 	})
 	if err != nil {
 		return err
+	}
+	switch transport {
+	case "", "ssh", "session_manager":
+	default:
+		return fmt.Errorf("-default-transport %q: want ssh or session_manager", transport)
 	}
 	if !isLocal {
 		return fmt.Errorf("kiln bake needs --local: in AWS, a bake starts when you upload the recipe to the stack's bucket (see docs/deploy.md)")
@@ -66,14 +74,15 @@ func runBake(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 	cwd, _ := os.Getwd()
 	res, err := cloud.Bake(ctx, path, local.BakeOptions{
-		Vars:        opts.Vars,
-		VarFiles:    opts.VarFiles,
-		Env:         opts.Env,
-		Only:        only,
-		ManifestDir: cwd,
-		TimeScale:   timeScale,
-		Observer:    p,
-		Log:         p,
+		Vars:             opts.Vars,
+		VarFiles:         opts.VarFiles,
+		Env:              opts.Env,
+		Only:             only,
+		DefaultTransport: transport,
+		ManifestDir:      cwd,
+		TimeScale:        timeScale,
+		Observer:         p,
+		Log:              p,
 	})
 	if err != nil {
 		var re *bake.RecipeError

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -177,14 +178,22 @@ func describeBuild(w io.Writer, p *bake.Plan, b bake.Build, conf bake.Config) {
 	fmt.Fprintln(w)
 }
 
+// describeTransport says how provisioning will reach the instance: by the
+// recipe's ssh_interface or, when it sets none, by the stack's default
+// transport (KILN_DEFAULT_TRANSPORT).
 func describeTransport(s bake.AmazonEBS, conf bake.Config) string {
-	switch s.Transport() {
+	why := fmt.Sprintf("ssh_interface = %q", s.SSHInterface)
+	if s.SSHInterface == "" {
+		why = "ssh_interface unset: the stack's default transport, " + conf.WithDefaults().DefaultTransport
+	}
+	switch bake.ResolveTransport(s, conf) {
 	case "none":
 		return "none (communicator = \"none\": no provisioning)"
 	case "session_manager":
-		return "SSM Run Command (ssh_interface = \"session_manager\": no inbound port, no key pair)"
+		return fmt.Sprintf("SSM Run Command as %s (%s): no inbound port, no key pair", cmp.Or(s.SSHUsername, "root"), why)
 	}
-	return fmt.Sprintf("SSH as %s via %s, host key pinned (temporary %s key)", s.SSHUsername, s.SSHInterface, s.TemporaryKeyPairType)
+	return fmt.Sprintf("SSH as %s via %s, host key pinned (temporary %s key; %s)",
+		s.SSHUsername, cmp.Or(s.SSHInterface, "private_ip"), s.TemporaryKeyPairType, why)
 }
 
 func describeProvisioner(p bake.Provisioner) string {

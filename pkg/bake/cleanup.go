@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -54,6 +55,19 @@ type cleanupObjectAPI interface {
 	DeleteObjects(ctx context.Context, in *s3.DeleteObjectsInput, optFns ...func(*s3.Options)) (*s3.DeleteObjectsOutput, error)
 }
 
+// cleanupCommandAPI is the part of SSM Run Command cleanup uses: it
+// cancels the build's commands that still run (session_manager).
+type cleanupCommandAPI interface {
+	ssm.ListCommandsAPIClient
+	CancelCommand(ctx context.Context, in *ssm.CancelCommandInput, optFns ...func(*ssm.Options)) (*ssm.CancelCommandOutput, error)
+}
+
+// cleanupLogAPI deletes the build's command log group (session_manager),
+// which holds the commands' raw, unredacted output.
+type cleanupLogAPI interface {
+	DeleteLogGroup(ctx context.Context, in *cloudwatchlogs.DeleteLogGroupInput, optFns ...func(*cloudwatchlogs.Options)) (*cloudwatchlogs.DeleteLogGroupOutput, error)
+}
+
 // DefaultCleanupTimeout bounds how long cleanup waits for the instance to
 // terminate before it reports the security group as not deleted.
 const DefaultCleanupTimeout = 15 * time.Minute
@@ -64,7 +78,9 @@ func StagedPrefix(buildID string) string { return "builds/" + buildID + "/staged
 
 // Cleanup is the cleanup stage, which every bake ends with, successful or
 // not. Its one action, "run", removes the build's temporaries (instance,
-// security group, key pair, stored key, staged files) always, and the
+// security group, key pair, stored key, staged files, and for
+// session_manager builds the command log group, after cancelling the
+// commands that still run) always, and the
 // images and snapshots the build made in every Region when it failed
 // (st.Error set). It finds resources from the state and by the kiln:build
 // tag, so it works from a nearly empty state; it never touches a resource
@@ -77,6 +93,12 @@ type Cleanup struct {
 	SSM cleanupParamAPI
 	// S3 reads the stored plan and deletes staged files.
 	S3 cleanupObjectAPI
+	// Commands cancels the build's SSM commands that still run, in the
+	// instance's Region; nil skips that.
+	Commands cleanupCommandAPI
+	// Logs deletes the build's command log group, in the instance's
+	// Region; nil skips that.
+	Logs cleanupLogAPI
 	// Config is the deployment's settings.
 	Config Config
 	// Now is the clock; time.Now if nil.
@@ -166,6 +188,10 @@ func (c *Cleanup) Run(ctx context.Context, st State) (State, error) {
 	}
 	if len(regions) > 0 {
 		home := regions[0]
+		// A command still running goes first: terminating the instance
+		// would end it too, but SSM would record it as failed, not
+		// cancelled, and keep trying to deliver one not yet picked up.
+		r.commands(ctx, st, home)
 		alive := r.instances(ctx, st, home)
 		r.keyPairs(ctx, st, home)
 		r.parameters(ctx, st)
@@ -183,6 +209,7 @@ func (c *Cleanup) Run(ctx context.Context, st State) (State, error) {
 			r.images(ctx, st, home, []string{st.Image.Intermediate}, nil, false)
 		}
 		r.securityGroups(ctx, st, home, alive)
+		r.logGroup(ctx, st, home)
 	}
 	r.staged(ctx)
 
@@ -346,6 +373,70 @@ func (r *cleanupRound) instances(ctx context.Context, st State, region string) (
 		}
 	}
 	return alive
+}
+
+// ssmBuild reports whether the build may have used the session_manager
+// transport (a state without its plan reference might have).
+func ssmBuild(st State) bool {
+	return st.Plan == nil || st.Plan.Transport == "" || st.Plan.Transport == "session_manager"
+}
+
+// commands cancels the build's SSM commands that have not finished: the
+// one the state records, and any other the build sent to its instance
+// (found by the Comment provisioning gives them), such as one sent by an
+// invocation whose state was lost with its error. A command cleanup cannot
+// cancel is no failure: terminating the instance ends it.
+func (r *cleanupRound) commands(ctx context.Context, st State, region string) {
+	if r.c.Commands == nil || !ssmBuild(st) || st.Launch == nil || st.Launch.InstanceID == "" {
+		return
+	}
+	inst := st.Launch.InstanceID
+	var ids []string
+	if st.Provision != nil && st.Provision.Running != nil && st.Provision.Running.ID != "" {
+		ids = append(ids, st.Provision.Running.ID)
+	}
+	prefix := stepComment(r.buildID, "")
+	p := ssm.NewListCommandsPaginator(r.c.Commands, &ssm.ListCommandsInput{InstanceId: aws.String(inst)})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx, ssmIn(region))
+		if err != nil {
+			r.log.Warn(fmt.Sprintf("list the commands of %s: %v", inst, err))
+			break
+		}
+		for _, c := range out.Commands {
+			switch c.Status {
+			case ssmtypes.CommandStatusPending, ssmtypes.CommandStatusInProgress:
+				if strings.HasPrefix(aws.ToString(c.Comment), prefix) {
+					ids = appendNew(ids, aws.ToString(c.CommandId))
+				}
+			}
+		}
+	}
+	for _, id := range ids {
+		_, err := r.c.Commands.CancelCommand(ctx, &ssm.CancelCommandInput{CommandId: aws.String(id), InstanceIds: []string{inst}}, ssmIn(region))
+		if err != nil {
+			r.log.Warn(fmt.Sprintf("cancel command %s on %s: %v", id, inst, err))
+			continue
+		}
+		r.log.Info("cancelled", "command", id, "instance", inst)
+	}
+}
+
+// logGroup deletes the build's command log group: the raw output of its
+// SSM commands, unredacted (kiln logged it redacted as it ran).
+func (r *cleanupRound) logGroup(ctx context.Context, st State, region string) {
+	if r.c.Logs == nil || !ssmBuild(st) {
+		return
+	}
+	group := CommandLogGroup(r.c.Config, r.buildID)
+	_, err := r.c.Logs.DeleteLogGroup(ctx, &cloudwatchlogs.DeleteLogGroupInput{LogGroupName: aws.String(group)}, logsIn(region))
+	switch {
+	case err == nil:
+		r.done(region, "log-group", group)
+	case IsNotFound(err):
+	default:
+		r.fail(region, "log-group", group, fmt.Errorf("delete: %w", err))
+	}
 }
 
 // owned reports whether a resource carries the build's tag; one found

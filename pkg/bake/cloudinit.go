@@ -30,8 +30,8 @@ type kilnCloudConfig struct {
 	// SSHKeys installs the one kiln generated; with ssh_keys given,
 	// cloud-init generates no other host key, so the instance presents
 	// exactly the key provisioning pins.
-	SSHDeleteKeys bool              `json:"ssh_deletekeys"`
-	SSHKeys       map[string]string `json:"ssh_keys"`
+	SSHDeleteKeys bool              `json:"ssh_deletekeys,omitempty"`
+	SSHKeys       map[string]string `json:"ssh_keys,omitempty"`
 	// Users keeps the image's default user and adds the login user with
 	// kiln's login key.
 	Users []any `json:"users,omitempty"`
@@ -48,7 +48,7 @@ type cloudInitMerger struct {
 
 type cloudInitUser struct {
 	Name              string   `json:"name"`
-	SSHAuthorizedKeys []string `json:"ssh_authorized_keys"`
+	SSHAuthorizedKeys []string `json:"ssh_authorized_keys,omitempty"`
 	Sudo              string   `json:"sudo"`
 	Shell             string   `json:"shell"`
 	LockPasswd        bool     `json:"lock_passwd"`
@@ -57,10 +57,12 @@ type cloudInitUser struct {
 // kilnUserDataInput is what kiln puts into the instance's user data.
 type kilnUserDataInput struct {
 	// HostKeyPEM is the SSH host private key (OpenSSH PEM), HostPublicKey
-	// its authorized_keys line.
+	// its authorized_keys line; both empty for the session_manager
+	// transport, which has no SSH server to pin.
 	HostKeyPEM    []byte
 	HostPublicKey string
-	// User is the login user, AuthorizedKey its public key line.
+	// User is the login user (the user provisioners run as), AuthorizedKey
+	// its public key line (empty for session_manager).
 	User          string
 	AuthorizedKey string
 	// Recipe is the recipe's own user data, if any.
@@ -70,7 +72,9 @@ type kilnUserDataInput struct {
 // buildUserData returns the instance's user data: a MIME multipart message
 // (cloud-init's "mime multi part archive") whose first part is the recipe's
 // own user data, unchanged and typed by its first line, and whose last part
-// is kiln's #cloud-config installing the host key and the login key. Either
+// is kiln's #cloud-config installing the host key and the login key (for
+// session_manager: making sure the user provisioners run as exists, with no
+// keys at all). Either
 // way the recipe wrote its user data (a shell script, a cloud-config, a
 // boothook or a multipart archive of its own), cloud-init runs it as before.
 // It fails if the result exceeds EC2's 16 KiB limit.
@@ -80,24 +84,29 @@ func buildUserData(in kilnUserDataInput) ([]byte, error) {
 		return nil, err
 	}
 	cfg := kilnCloudConfig{
-		SSHDeleteKeys: true,
-		SSHKeys: map[string]string{
-			"ed25519_private": string(in.HostKeyPEM),
-			"ed25519_public":  strings.TrimSpace(in.HostPublicKey),
-		},
 		MergeHow: []cloudInitMerger{
 			{Name: "list", Settings: []string{"append"}},
 			{Name: "dict", Settings: []string{"recurse_list", "replace"}},
 		},
 	}
-	if in.User != "" && in.AuthorizedKey != "" {
-		cfg.Users = []any{"default", cloudInitUser{
-			Name:              in.User,
-			SSHAuthorizedKeys: []string{strings.TrimSpace(in.AuthorizedKey)},
-			Sudo:              "ALL=(ALL) NOPASSWD:ALL",
-			Shell:             "/bin/bash",
-			LockPasswd:        true,
-		}}
+	if len(in.HostKeyPEM) > 0 {
+		cfg.SSHDeleteKeys = true
+		cfg.SSHKeys = map[string]string{
+			"ed25519_private": string(in.HostKeyPEM),
+			"ed25519_public":  strings.TrimSpace(in.HostPublicKey),
+		}
+	}
+	if in.User != "" {
+		u := cloudInitUser{
+			Name:       in.User,
+			Sudo:       "ALL=(ALL) NOPASSWD:ALL",
+			Shell:      "/bin/bash",
+			LockPasswd: true,
+		}
+		if in.AuthorizedKey != "" {
+			u.SSHAuthorizedKeys = []string{strings.TrimSpace(in.AuthorizedKey)}
+		}
+		cfg.Users = []any{"default", u}
 	}
 	body, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
@@ -237,15 +246,17 @@ func mimeBody(b []byte) []byte {
 
 // KilnUserData is what kiln's cloud-config part of an instance's user data
 // carries. Local mode uses it to stand in for cloud-init: its sandbox
-// presents HostKey and admits AuthorizedKeys for User.
+// presents HostKey and admits AuthorizedKeys for User (for session_manager,
+// which has neither, the local agent brings its own keys).
 type KilnUserData struct {
 	// HostKey is the SSH host private key, OpenSSH PEM. It is a secret.
 	HostKey []byte
 	// HostPublicKey is the host key's authorized_keys line, which
 	// provisioning pins.
 	HostPublicKey string
-	// User is the login user; AuthorizedKeys are its public keys. Both are
-	// empty for transports other than SSH.
+	// User is the login user; AuthorizedKeys are its public keys. For
+	// session_manager, User is the user provisioners run as (if the recipe
+	// names one) and AuthorizedKeys is empty.
 	User           string
 	AuthorizedKeys []string
 	// Recipe is the recipe's own user data part, if any.
@@ -254,7 +265,9 @@ type KilnUserData struct {
 
 // ParseKilnUserData reads back the user data that launch gave an instance
 // (decoded from base64): the host key, login user and authorized keys of
-// kiln's cloud-config part, and the recipe's own part.
+// kiln's cloud-config part, and the recipe's own part. It fails when there
+// is no kiln part; a part without a host key (session_manager) is not an
+// error, so a caller that needs the key checks HostKey.
 func ParseKilnUserData(userData []byte) (*KilnUserData, error) {
 	ct := mimeContentType(userData)
 	mt, params, err := mime.ParseMediaType(ct)
@@ -290,7 +303,9 @@ func ParseKilnUserData(userData []byte) (*KilnUserData, error) {
 		if err := json.Unmarshal(js, &cfg); err != nil {
 			return nil, fmt.Errorf("parse user data: kiln's cloud-config: %w", err)
 		}
-		out.HostKey = []byte(cfg.SSHKeys["ed25519_private"])
+		if k := cfg.SSHKeys["ed25519_private"]; k != "" {
+			out.HostKey = []byte(k)
+		}
 		out.HostPublicKey = cfg.SSHKeys["ed25519_public"]
 		for _, raw := range cfg.Users {
 			var u cloudInitUser
@@ -300,8 +315,8 @@ func ParseKilnUserData(userData []byte) (*KilnUserData, error) {
 			}
 		}
 	}
-	if !found || len(out.HostKey) == 0 {
-		return nil, errors.New("parse user data: no kiln cloud-config part with a host key")
+	if !found {
+		return nil, errors.New("parse user data: no kiln cloud-config part")
 	}
 	return out, nil
 }

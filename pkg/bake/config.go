@@ -32,6 +32,11 @@ type Config struct {
 	// DefaultTransport is "ssh" or "session_manager": the transport of
 	// recipes that do not set ssh_interface.
 	DefaultTransport string
+	// CommandLogPrefix roots the CloudWatch Logs groups that receive the
+	// full output of the session_manager transport's commands: one group
+	// per build, <CommandLogPrefix>/<build>, which cleanup deletes
+	// ("/kiln/commands" by default).
+	CommandLogPrefix string
 	// Expect are the expected durations of AWS's asynchronous work, which
 	// set when the wait loops poll.
 	Expect Timings
@@ -46,6 +51,9 @@ type Timings struct {
 	Image   time.Duration `json:"image"`
 	Copy    time.Duration `json:"copy"`
 	SSH     time.Duration `json:"ssh"`
+	// Agent is how long after launch the SSM agent usually comes online
+	// (session_manager transport).
+	Agent time.Duration `json:"agent"`
 }
 
 // AWSTimings are typical AWS timings for a small Linux image (FACTS.md:
@@ -56,6 +64,7 @@ var AWSTimings = Timings{
 	Image:   120 * time.Second,
 	Copy:    300 * time.Second,
 	SSH:     25 * time.Second,
+	Agent:   60 * time.Second,
 }
 
 // ConfigFromEnv reads the Config that the stack passes to the Lambdas as
@@ -70,6 +79,7 @@ func ConfigFromEnv() Config {
 		KeyPrefix:                envOr("KILN_KEY_PREFIX", "/kiln/builds"),
 		EventBus:                 envOr("KILN_EVENT_BUS", "default"),
 		DefaultTransport:         envOr("KILN_DEFAULT_TRANSPORT", "ssh"),
+		CommandLogPrefix:         envOr("KILN_COMMAND_LOG_PREFIX", "/kiln/commands"),
 		Expect:                   AWSTimings,
 	}.withDefaults()
 }
@@ -92,7 +102,17 @@ func (c Config) withDefaults() Config {
 	if c.DefaultTransport == "" {
 		c.DefaultTransport = "ssh"
 	}
+	if c.CommandLogPrefix == "" {
+		c.CommandLogPrefix = "/kiln/commands"
+	}
+	c.CommandLogPrefix = "/" + strings.Trim(c.CommandLogPrefix, "/")
 	return c
+}
+
+// CommandLogGroup is the CloudWatch Logs group that receives the full
+// output of a session_manager build's commands.
+func CommandLogGroup(conf Config, buildID string) string {
+	return conf.withDefaults().CommandLogPrefix + "/" + buildID
 }
 
 func envOr(k, def string) string {

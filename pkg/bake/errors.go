@@ -171,7 +171,8 @@ func IsNotFound(err error) bool {
 		return false
 	case strings.HasSuffix(code, ".NotFound"), strings.HasSuffix(code, "NotFound"),
 		code == "ParameterNotFound", code == "NoSuchKey", code == "NoSuchBucket",
-		code == "InvalidAMIID.Unavailable", code == "InvalidGroup.NotFound":
+		code == "InvalidAMIID.Unavailable", code == "InvalidGroup.NotFound",
+		code == "ResourceNotFoundException":
 		return true
 	}
 	return false

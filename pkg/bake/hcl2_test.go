@@ -724,7 +724,7 @@ func TestLoadHCL2Errors(t *testing.T) {
 			files: map[string]string{"a.pkr.hcl": "source \"amazon-ebs\" \"app\" {\n}\n" + build},
 			want: []string{
 				`a.pkr.hcl:1,27: Missing required argument`, `a.pkr.hcl:1,27: Missing required argument`, `a.pkr.hcl:1,27: Missing required argument`,
-				`a.pkr.hcl:1,27: Missing base image`, `a.pkr.hcl:1,27: Missing required argument`,
+				`a.pkr.hcl:1,27: Missing base image`,
 			},
 		},
 		{
@@ -786,7 +786,7 @@ func TestLoadHCL2Errors(t *testing.T) {
 		{
 			name:   "typo in JSON syntax",
 			files:  map[string]string{"a.pkr.json": "{\n  \"source\": {\"amazon-ebs\": {\"app\": {\n    \"region\": \"us-east-1\", \"source_ami\": \"ami-12345678\", \"instance_type\": \"t3.micro\",\n    \"ami_name\": \"app\", \"ssh_usrname\": \"u\"\n  }}},\n  \"build\": {\"sources\": [\"source.amazon-ebs.app\"]}\n}\n"},
-			want:   []string{`a.pkr.json:4,24: Extraneous JSON object property`, `a.pkr.json:5,3: Missing required argument`},
+			want:   []string{`a.pkr.json:4,24: Extraneous JSON object property`},
 			detail: `Did you mean "ssh_username"?`,
 		},
 		{

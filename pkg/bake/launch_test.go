@@ -577,11 +577,15 @@ func TestLaunchTransports(t *testing.T) {
 		src         func(s *AmazonEBS)
 		cfg         func(c *Config)
 		wantProfile string
+		// wantUser is the user kiln's cloud-config makes sure of (no keys);
+		// empty: the recipe's user data goes unchanged.
+		wantUser string
 	}{
 		{name: "session_manager", src: func(s *AmazonEBS) { s.SSHInterface = "session_manager"; s.SSHUsername = "" },
 			wantProfile: "arn:aws:iam::123456789012:instance-profile/kiln-build"},
 		{name: "session_manager by default", src: func(s *AmazonEBS) { s.SSHInterface = "" },
-			cfg: func(c *Config) { c.DefaultTransport = "session_manager" }, wantProfile: "arn:aws:iam::123456789012:instance-profile/kiln-build"},
+			cfg: func(c *Config) { c.DefaultTransport = "session_manager" }, wantProfile: "arn:aws:iam::123456789012:instance-profile/kiln-build",
+			wantUser: "ec2-user"},
 		{name: "none", src: func(s *AmazonEBS) { s.Communicator = "none" }},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -605,8 +609,18 @@ func TestLaunchTransports(t *testing.T) {
 				t.Errorf("security group ingress = %+v, want none", g.IpPermissions)
 			}
 			inst, _ := e.cloud.Instance(testRegion, st.Launch.InstanceID)
-			if string(inst.UserData) != src.UserData {
+			if c.wantUser == "" && string(inst.UserData) != src.UserData {
 				t.Errorf("user data = %q, want the recipe's unchanged", inst.UserData)
+			}
+			if c.wantUser != "" {
+				ud, err := ParseKilnUserData(inst.UserData)
+				if err != nil {
+					t.Fatalf("ParseKilnUserData: %v", err)
+				}
+				want := &KilnUserData{User: c.wantUser, Recipe: []byte(src.UserData)}
+				if diff := cmp.Diff(want, ud); diff != "" {
+					t.Errorf("user data (-want +got):\n%s", diff)
+				}
 			}
 			gotProfile := ""
 			if inst.IamInstanceProfile != nil {

@@ -140,9 +140,11 @@ type AmazonEBS struct {
 	// Communicator is "ssh" (the default) or "none".
 	Communicator string `json:"communicator"`
 	// SSHInterface is how provisioning reaches the instance: "private_ip"
-	// (kiln's default: from the provisioning Lambda inside the VPC),
-	// "public_ip", "private_dns", "public_dns", or "session_manager" (SSM
-	// Run Command, no inbound port).
+	// (from the provisioning Lambda inside the VPC), "public_ip",
+	// "private_dns", "public_dns", or "session_manager" (SSM Run Command,
+	// no inbound port). Empty means the recipe did not say: the stack's
+	// default transport applies (ResolveTransport), and over SSH empty
+	// means "private_ip".
 	SSHInterface string   `json:"ssh_interface"`
 	SSHUsername  string   `json:"ssh_username"`
 	SSHTimeout   Duration `json:"ssh_timeout"`
@@ -184,8 +186,10 @@ type AmazonEBS struct {
 	SRIOVSupport     bool   `json:"sriov_support,omitempty"`
 }
 
-// Transport returns how provisioning reaches the instance: "ssh",
-// "session_manager" or "none".
+// Transport returns how provisioning reaches the instance as the recipe
+// says: "ssh", "session_manager" or "none". A recipe that leaves
+// ssh_interface unset reads as "ssh" here; ResolveTransport applies the
+// stack's default to it.
 func (a AmazonEBS) Transport() string {
 	switch {
 	case a.Communicator == "none":
@@ -194,6 +198,17 @@ func (a AmazonEBS) Transport() string {
 		return "session_manager"
 	}
 	return "ssh"
+}
+
+// ResolveTransport is how provisioning reaches the instance of a source in
+// a deployment: the recipe's choice, or for a source that leaves
+// ssh_interface unset, the deployment's DefaultTransport. The plan step
+// records it in PlanRef.Transport, which the stages then follow.
+func ResolveTransport(src AmazonEBS, conf Config) string {
+	if src.Communicator != "none" && src.SSHInterface == "" && conf.DefaultTransport == "session_manager" {
+		return "session_manager"
+	}
+	return src.Transport()
 }
 
 // AMIFilter selects a base image: the filters of DescribeImages, the owners

@@ -55,7 +55,9 @@ const (
 // Provision is the provision stage: it logs in to the build instance over
 // SSH, pinning the host key that launch generated, and runs the recipe's
 // provisioners in order (shell, file, ansible and ansible-local), across as
-// many Lambda invocations as they take. Every command runs detached on the
+// many Lambda invocations as they take. With ssh_interface =
+// "session_manager" it runs the same steps through SSM Run Command instead
+// (provision_ssm.go). Every command runs detached on the
 // instance (see job), so a provisioner may run for hours: each invocation
 // streams its output to the log and returns, before its deadline, with the
 // progress in State.Provision and a not-ready Wait; the next one picks up
@@ -101,13 +103,32 @@ type Provision struct {
 	// most a quarter of it); zero means DefaultProvisionReserve.
 	Reserve time.Duration
 	// Poll is how often a running command's output is read; zero means
-	// one second.
+	// one second (over SSH), or two seconds as the shortest wait between
+	// two polls of an SSM command.
 	Poll time.Duration
 	// TempDir is the folder on the instance for kiln's own files (the
 	// command folders of non-shell provisioners, Ansible's staging
 	// folder); empty means /tmp. Shell provisioners use their
 	// remote_folder.
 	TempDir string
+
+	// The session_manager transport (provision_ssm.go):
+
+	// RunCommand is SSM Run Command, which session_manager builds
+	// provision through: the agent's status, and the commands.
+	RunCommand ssmRunAPI
+	// Output reads the commands' full output from CloudWatch Logs.
+	Output commandOutputAPI
+	// EC2 describes the instance (its instance profile) while its agent
+	// is not online.
+	EC2 instanceDescriber
+	// Stage stores the files a command fetches in Config.Bucket, under
+	// StagedPrefix; Presign signs the URLs it fetches them with.
+	Stage   objectPutter
+	Presign presignAPI
+	// AgentTimeout bounds the wait for the SSM agent to come online; zero
+	// means DefaultAgentTimeout.
+	AgentTimeout time.Duration
 }
 
 // Actions returns the stage's actions by name.
@@ -184,11 +205,15 @@ func (p *Provision) Run(ctx context.Context, st State) (State, error) {
 		st.Wait = ready("provisioning", polls)
 		return st, nil
 	}
-	switch t := build.Source.Transport(); t {
+	switch t := p.transport(st, build); t {
 	case "none":
 		prov.Done = true
 		st.Wait = ready("provisioning (communicator none)", polls)
 		return st, nil
+	case "session_manager":
+		w, err := p.runSSM(ctx, &st, plan, build, polls)
+		st.Wait = w
+		return st, err
 	case "ssh":
 	default:
 		return st, fmt.Errorf("provision %s: transport %q is not supported by SSH provisioning", st.Launch.InstanceID, t)
@@ -211,6 +236,20 @@ func (p *Provision) Run(ctx context.Context, st State) (State, error) {
 	w, err = run.provisioners(opCtx)
 	st.Wait = w
 	return st, err
+}
+
+// transport is how the build's provisioning reaches the instance: as the
+// plan step resolved it (st.Plan.Transport), or from the recipe and the
+// stack's default for a state without it. communicator = "none" in the
+// stored plan wins over a state that says otherwise.
+func (p *Provision) transport(st State, build *Build) string {
+	if build.Source.Communicator == "none" {
+		return "none"
+	}
+	if st.Plan != nil && st.Plan.Transport != "" {
+		return st.Plan.Transport
+	}
+	return ResolveTransport(build.Source, p.Config)
 }
 
 // pause returns the Wait for provisioner pr's pause_before, or nil when
@@ -854,7 +893,8 @@ func (p *Provision) ErrorCleanup(ctx context.Context, st State) (State, error) {
 		log.Warn("error-cleanup-provisioner skipped: " + err.Error())
 		return st, nil
 	}
-	if build.ErrorCleanup == nil || build.Source.Transport() != "ssh" {
+	transport := p.transport(st, build)
+	if build.ErrorCleanup == nil || (transport != "ssh" && transport != "session_manager") {
 		return st, nil
 	}
 	prov := Provisioned{}
@@ -875,6 +915,10 @@ func (p *Provision) ErrorCleanup(ctx context.Context, st State) (State, error) {
 	defer cancel()
 	if !dl.IsZero() && dl.Before(stopAt) {
 		stopAt = dl
+	}
+	if transport == "session_manager" {
+		p.errorCleanupSSM(ctx, &st, plan, build, stopAt)
+		return st, nil
 	}
 	// connect must not record an SSH wait for a stage that does not wait.
 	since := prov.SSHSince

@@ -79,53 +79,77 @@ func jobRoot(folder, buildID string) string {
 	return path.Join(folder, ".kiln", buildID)
 }
 
-// shellSteps are a shell provisioner's scripts, in order: the inline
+// shellScript is one script of a shell provisioner: what it is, where it
+// goes on the instance, its content and the command line that runs it.
+// Both transports run a shell provisioner as these scripts.
+type shellScript struct {
+	what    string
+	remote  string
+	command string
+	content func(ctx context.Context) ([]byte, error)
+}
+
+// shellScripts are a shell provisioner's scripts, in order: the inline
 // commands (written to a script that starts with inline_shebang, as Packer
-// does), then script and scripts. Each is uploaded to remote_folder and run
-// through execute_command; unless skip_clean, it is removed afterwards.
-func shellSteps(sc stepContext, sh *Shell) []provisionStep {
+// does), then script and scripts. Each goes to remote_folder and runs
+// through execute_command.
+func shellScripts(sc stepContext, sh *Shell) []shellScript {
 	folder := cmp.Or(sh.RemoteFolder, sc.tempDir)
 	vars := shellVars(sc.build, sh)
-	type script struct {
-		what    string
-		content func(ctx context.Context) ([]byte, error)
-	}
-	var scripts []script
+	var scripts []shellScript
 	if len(sh.Inline) > 0 {
-		shebang := sh.InlineShebang
-		if shebang == "" {
-			shebang = defaultInlineShebang
-		}
-		var b bytes.Buffer
-		fmt.Fprintf(&b, "#!%s\n", shebang)
-		for _, c := range sh.Inline {
-			b.WriteString(c + "\n")
-		}
-		scripts = append(scripts, script{what: "inline commands", content: func(context.Context) ([]byte, error) { return b.Bytes(), nil }})
+		inline := inlineScript(sh)
+		scripts = append(scripts, shellScript{what: "inline commands", content: func(context.Context) ([]byte, error) { return inline, nil }})
 	}
 	for _, s := range sh.Scripts {
-		scripts = append(scripts, script{what: "script " + s, content: func(ctx context.Context) ([]byte, error) {
+		scripts = append(scripts, shellScript{what: "script " + s, content: func(ctx context.Context) ([]byte, error) {
 			return readRecipeFile(ctx, sc.files, s)
 		}})
 	}
+	for i := range scripts {
+		scripts[i].remote = path.Join(folder, fmt.Sprintf("script_%s-s%d.sh", sc.id, i))
+		scripts[i].command = executeCommand(sh.ExecuteCommand, vars, scripts[i].remote)
+	}
+	return scripts
+}
+
+// inlineScript is the script of a shell provisioner's inline commands:
+// inline_shebang, then one command per line.
+func inlineScript(sh *Shell) []byte {
+	shebang := sh.InlineShebang
+	if shebang == "" {
+		shebang = defaultInlineShebang
+	}
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "#!%s\n", shebang)
+	for _, c := range sh.Inline {
+		b.WriteString(c + "\n")
+	}
+	return b.Bytes()
+}
+
+// shellSteps are a shell provisioner's scripts (shellScripts) as SSH
+// steps: each is uploaded to remote_folder and run through
+// execute_command; unless skip_clean, it is removed afterwards.
+func shellSteps(sc stepContext, sh *Shell) []provisionStep {
+	scripts := shellScripts(sc, sh)
 	steps := make([]provisionStep, len(scripts))
 	for i, s := range scripts {
-		remote := path.Join(folder, fmt.Sprintf("script_%s-s%d.sh", sc.id, i))
 		steps[i] = provisionStep{
 			what:    s.what,
-			command: executeCommand(sh.ExecuteCommand, vars, remote),
+			command: s.command,
 			prepare: func(ctx context.Context) error {
 				content, err := s.content(ctx)
 				if err != nil {
 					return err
 				}
-				return sc.r.upload(ctx, remote, bytes.NewReader(content), 0o755)
+				return sc.r.upload(ctx, s.remote, bytes.NewReader(content), 0o755)
 			},
 			cleanup: func(ctx context.Context) error {
 				if sh.SkipClean {
 					return nil
 				}
-				return sc.r.remove(ctx, remote)
+				return sc.r.remove(ctx, s.remote)
 			},
 		}
 	}
@@ -221,32 +245,48 @@ func fileStep(sc stepContext, f *File) provisionStep {
 	}
 }
 
-// uploadSource uploads the recipe path src to the remote dst.
-func uploadSource(ctx context.Context, sc stepContext, fsys fs.FS, src, dst string, into bool) error {
+// uploadPlan is where the files of one upload source go on the instance,
+// with Packer's file provisioner semantics (see fileStep). Both transports
+// place files by it.
+type uploadPlan struct {
+	// dir is set when the source is a folder: its files go under base.
+	dir   bool
+	base  string
+	files []uploadFile
+}
+
+// uploadFile is one recipe file of an uploadPlan.
+type uploadFile struct {
+	// name is the file's clean recipe-relative path.
+	name string
+	// target is where it goes. With intoDir, a target that is a folder
+	// on the instance receives the file as path.Base(name) instead, as
+	// Packer's SFTP upload (and scp) does; only the instance can tell.
+	target  string
+	intoDir bool
+}
+
+// planUpload says where the recipe path src goes when uploaded to the
+// remote dst; into puts a file into dst whatever it is (several sources).
+func planUpload(fsys fs.FS, src, dst string, into bool) (uploadPlan, error) {
 	contents := strings.HasSuffix(src, "/")
 	clean, err := ResolvePath(src)
 	if err != nil {
-		return err
+		return uploadPlan{}, err
 	}
 	fi, err := fs.Stat(fsys, clean)
 	if err != nil {
-		return fmt.Errorf("upload %s: %w", src, err)
+		return uploadPlan{}, fmt.Errorf("upload %s: %w", src, err)
 	}
 	if !fi.IsDir() {
-		target := dst
-		isDir := false
-		if !strings.HasSuffix(dst, "/") && !into {
-			// Packer's SFTP upload puts a file into a remote folder of
-			// that name, as scp does.
-			if isDir, err = sc.r.isDir(ctx, dst); err != nil {
-				return err
-			}
+		f := uploadFile{name: clean, target: dst}
+		switch {
+		case strings.HasSuffix(dst, "/") || into:
+			f.target = path.Join(dst, path.Base(clean))
+		default:
+			f.intoDir = true
 		}
-		if strings.HasSuffix(dst, "/") || into || isDir {
-			target = path.Join(dst, path.Base(clean))
-		}
-		sc.logf("uploading %s to %s", src, target)
-		return uploadRecipeFile(ctx, sc, fsys, clean, target)
+		return uploadPlan{files: []uploadFile{f}}, nil
 	}
 	base := dst
 	if !contents && clean != "." {
@@ -254,11 +294,39 @@ func uploadSource(ctx context.Context, sc stepContext, fsys fs.FS, src, dst stri
 	}
 	files, err := ListFiles(fsys, clean)
 	if err != nil {
-		return fmt.Errorf("upload %s: %w", src, err)
+		return uploadPlan{}, fmt.Errorf("upload %s: %w", src, err)
 	}
-	sc.logf("uploading %s (%d files) to %s", src, len(files), base)
+	up := uploadPlan{dir: true, base: base}
 	for _, rel := range files {
-		if err := uploadRecipeFile(ctx, sc, fsys, path.Join(clean, rel), path.Join(base, rel)); err != nil {
+		up.files = append(up.files, uploadFile{name: path.Join(clean, rel), target: path.Join(base, rel)})
+	}
+	return up, nil
+}
+
+// uploadSource uploads the recipe path src to the remote dst over SFTP.
+func uploadSource(ctx context.Context, sc stepContext, fsys fs.FS, src, dst string, into bool) error {
+	up, err := planUpload(fsys, src, dst, into)
+	if err != nil {
+		return err
+	}
+	if up.dir {
+		sc.logf("uploading %s (%d files) to %s", src, len(up.files), up.base)
+	}
+	for _, f := range up.files {
+		target := f.target
+		if f.intoDir {
+			isDir, err := sc.r.isDir(ctx, target)
+			if err != nil {
+				return err
+			}
+			if isDir {
+				target = path.Join(target, path.Base(f.name))
+			}
+		}
+		if !up.dir {
+			sc.logf("uploading %s to %s", src, target)
+		}
+		if err := uploadRecipeFile(ctx, sc, fsys, f.name, target); err != nil {
 			return err
 		}
 	}
@@ -286,80 +354,112 @@ func uploadRecipeFile(ctx context.Context, sc stepContext, fsys fs.FS, name, tar
 	return nil
 }
 
-// ansibleSteps stage the playbook on the instance and run it there, as
-// Packer's ansible-local does: playbook_dir's contents, the playbook, the
-// roles (see below) and galaxy_file go to a staging folder,
-// galaxy requirements are installed into its roles folder, and
-// ansible-playbook runs against the instance itself (-c local).
-func ansibleSteps(sc stepContext, a *Ansible, local bool) []provisionStep {
+// ansibleRun is how a playbook runs on the instance, as Packer's
+// ansible-local does: playbook_dir's contents, the playbook, the roles (see
+// below) and galaxy_file go to a staging folder, with an inventory of the
+// instance itself; galaxy requirements are installed into its roles
+// folder, and ansible-playbook runs against the instance (-c local). Both
+// transports run Ansible by it.
+type ansibleRun struct {
+	staging string
+	// uploads go to the staging folder, in order.
+	uploads []uploadRequest
+	// inventory is the inventory file's path and content.
+	inventory, inventoryContent string
+	// commands run in order after the uploads.
+	commands []ansibleCommand
+}
+
+// uploadRequest is one upload of a recipe path (see planUpload).
+type uploadRequest struct {
+	src, dst string
+	into     bool
+}
+
+// ansibleCommand is a command of an Ansible run and the program it needs.
+type ansibleCommand struct {
+	what, program, command string
+}
+
+func planAnsible(sc stepContext, a *Ansible, local bool) ansibleRun {
 	staging := path.Join(sc.tempDir, "packer-provisioner-ansible-local", sc.buildID+"-"+sc.id)
-	inventory := "inventory"
-	upload := provisionStep{
-		what: "stage playbook in " + staging,
-		prepare: func(ctx context.Context) error {
-			fsys, err := sc.files(ctx)
-			if err != nil {
-				return err
-			}
-			if a.PlaybookDir != "" {
-				if err := uploadSource(ctx, sc, fsys, strings.TrimSuffix(a.PlaybookDir, "/")+"/", staging, false); err != nil {
-					return err
-				}
-			}
-			if err := uploadSource(ctx, sc, fsys, a.PlaybookFile, staging+"/", false); err != nil {
-				return err
-			}
-			for _, roles := range strings.Split(a.RolesPath, ":") {
-				if roles == "" {
-					continue
-				}
-				// ansible's roles_path lists folders of roles; their
-				// contents go to roles/. ansible-local's role_paths list
-				// roles, each going to roles/<name>.
-				src := strings.TrimSuffix(roles, "/")
-				if !local {
-					src += "/"
-				}
-				if err := uploadSource(ctx, sc, fsys, src, path.Join(staging, "roles"), false); err != nil {
-					return err
-				}
-			}
-			if a.GalaxyFile != "" {
-				if err := uploadSource(ctx, sc, fsys, a.GalaxyFile, staging+"/", false); err != nil {
-					return err
-				}
-			}
-			return sc.r.upload(ctx, path.Join(staging, inventory), strings.NewReader("127.0.0.1 ansible_connection=local\n"), 0o644)
-		},
+	run := ansibleRun{staging: staging, inventory: path.Join(staging, "inventory"), inventoryContent: "127.0.0.1 ansible_connection=local\n"}
+	if a.PlaybookDir != "" {
+		run.uploads = append(run.uploads, uploadRequest{src: strings.TrimSuffix(a.PlaybookDir, "/") + "/", dst: staging})
 	}
-	steps := []provisionStep{upload}
+	run.uploads = append(run.uploads, uploadRequest{src: a.PlaybookFile, dst: staging + "/"})
+	for _, roles := range strings.Split(a.RolesPath, ":") {
+		if roles == "" {
+			continue
+		}
+		// ansible's roles_path lists folders of roles; their contents go
+		// to roles/. ansible-local's role_paths list roles, each going to
+		// roles/<name>.
+		src := strings.TrimSuffix(roles, "/")
+		if !local {
+			src += "/"
+		}
+		run.uploads = append(run.uploads, uploadRequest{src: src, dst: path.Join(staging, "roles")})
+	}
+	if a.GalaxyFile != "" {
+		run.uploads = append(run.uploads, uploadRequest{src: a.GalaxyFile, dst: staging + "/"})
+	}
 	cd := "cd " + quoteShell(staging) + " && "
 	env := "ANSIBLE_NOCOLOR=1 PYTHONUNBUFFERED=1 ANSIBLE_ROLES_PATH=" + quoteShell(path.Join(staging, "roles")) + " "
 	if a.GalaxyFile != "" {
-		steps = append(steps, provisionStep{
+		run.commands = append(run.commands, ansibleCommand{
 			what:    "ansible-galaxy install -r " + path.Base(a.GalaxyFile),
-			prepare: func(ctx context.Context) error { return requireCommand(ctx, sc.r, "ansible-galaxy") },
+			program: "ansible-galaxy",
 			command: cd + env + "ansible-galaxy install -r " + quoteShell(path.Base(a.GalaxyFile)) + " -p roles",
 		})
 	}
 	extraVars := fmt.Sprintf("packer_build_name=%s packer_builder_type=%s packer_http_addr=", sc.build.Name, sc.build.Type)
 	cmd := cd + env + "ansible-playbook " + quoteShell(path.Base(a.PlaybookFile)) +
-		" --extra-vars " + quoteShell(extraVars) + " -c local -i " + inventory
+		" --extra-vars " + quoteShell(extraVars) + " -c local -i inventory"
 	if len(a.ExtraArguments) > 0 {
 		// As in Packer, extra_arguments are passed to the shell as written.
 		cmd += " " + strings.Join(a.ExtraArguments, " ")
 	}
-	steps = append(steps, provisionStep{
-		what:    "ansible-playbook " + path.Base(a.PlaybookFile),
-		prepare: func(ctx context.Context) error { return requireCommand(ctx, sc.r, "ansible-playbook") },
-		command: cmd,
-	})
+	run.commands = append(run.commands, ansibleCommand{what: "ansible-playbook " + path.Base(a.PlaybookFile), program: "ansible-playbook", command: cmd})
+	return run
+}
+
+// ansibleSteps are an Ansible run (planAnsible) as SSH steps: one upload
+// step staging the playbook, then its commands.
+func ansibleSteps(sc stepContext, a *Ansible, local bool) []provisionStep {
+	run := planAnsible(sc, a, local)
+	upload := provisionStep{
+		what: "stage playbook in " + run.staging,
+		prepare: func(ctx context.Context) error {
+			fsys, err := sc.files(ctx)
+			if err != nil {
+				return err
+			}
+			for _, u := range run.uploads {
+				if err := uploadSource(ctx, sc, fsys, u.src, u.dst, u.into); err != nil {
+					return err
+				}
+			}
+			return sc.r.upload(ctx, run.inventory, strings.NewReader(run.inventoryContent), 0o644)
+		},
+	}
+	steps := []provisionStep{upload}
+	for _, c := range run.commands {
+		steps = append(steps, provisionStep{
+			what:    c.what,
+			prepare: func(ctx context.Context) error { return requireCommand(ctx, sc.r, c.program) },
+			command: c.command,
+		})
+	}
 	return steps
 }
 
 // errMissingCommand is a program a provisioner needs that the instance
 // lacks.
 var errMissingCommand = errors.New("not installed on the instance")
+
+// installHint says what to do about a program the instance lacks.
+const installHint = "install it in an earlier provisioner, for example a shell provisioner running apt-get install -y ansible"
 
 // requireCommand fails when the instance has no program name on the
 // login user's PATH.
@@ -369,8 +469,8 @@ func requireCommand(ctx context.Context, r *sshRemote, name string) error {
 		return err
 	}
 	if status != 0 {
-		return fmt.Errorf("%s is %w (exit status %s of command -v): install it in an earlier provisioner, for example a shell provisioner running apt-get install -y ansible",
-			name, errMissingCommand, strconv.Itoa(status))
+		return fmt.Errorf("%s is %w (exit status %s of command -v): %s",
+			name, errMissingCommand, strconv.Itoa(status), installHint)
 	}
 	return nil
 }

@@ -34,10 +34,6 @@ import (
 const (
 	// defaultCommunicator: kiln provisions over SSH unless told "none".
 	defaultCommunicator = "ssh"
-	// defaultSSHInterface: the provisioning Lambda runs inside the VPC, so it
-	// reaches the instance on its private address (Packer prefers a public
-	// one). No public IP and no 0.0.0.0/0 rule are needed.
-	defaultSSHInterface = "private_ip"
 	// defaultSSHTimeout is Packer's ssh_timeout default.
 	defaultSSHTimeout = 5 * time.Minute
 	// defaultKeyPairType: newer OpenSSH releases reject ssh-rsa (SHA-1)
@@ -94,8 +90,10 @@ type ebsSource struct {
 	SnapshotTags  *hcl.Attribute `hcl:"snapshot_tags,optional"`
 	// communicator is "ssh" (default) or "none".
 	Communicator *hcl.Attribute `hcl:"communicator,optional"`
-	// ssh_interface: private_ip (default), public_ip, private_dns,
-	// public_dns or session_manager.
+	// ssh_interface: private_ip, public_ip, private_dns, public_dns or
+	// session_manager. Unset, the stack's default transport applies: SSH to
+	// the private IP (the provisioning Lambda runs inside the VPC, so no
+	// public IP and no 0.0.0.0/0 rule are needed), or session_manager.
 	SSHInterface *hcl.Attribute `hcl:"ssh_interface,optional"`
 	SSHUsername  *hcl.Attribute `hcl:"ssh_username,optional"`
 	// ssh_timeout (and its older name ssh_wait_timeout): default 5m.
@@ -359,12 +357,14 @@ func whyBastionOrSSH(opt string) string {
 // read. A legacy JSON builder object must be passed without its "type" and
 // "name" keys (strip them with PartialContent).
 //
-// Defaults: communicator "ssh", ssh_interface "private_ip", ssh_timeout 5m,
+// Defaults: communicator "ssh", ssh_timeout 5m,
 // temporary_key_pair_type "ed25519", shutdown_behavior "stop",
 // metadata_options { http_endpoint = "enabled", http_tokens = "required",
 // http_put_response_hop_limit = 1 }. ami_name may still hold Packer's
 // {{timestamp}}-style placeholders, which the HCL2 loader renders and then
-// checks with checkAMIName.
+// checks with checkAMIName. ssh_interface stays empty when unset, so that
+// the stack's default transport (Config.DefaultTransport) can apply at
+// plan time; over SSH, empty means "private_ip".
 func decodeSource(bodies []hcl.Body, ctx *hcl.EvalContext, fsys fs.FS, read map[string]bool) (AmazonEBS, hcl.Diagnostics) {
 	var out AmazonEBS
 	if len(bodies) == 0 {
@@ -456,7 +456,7 @@ func decodeSource(bodies []hcl.Body, ctx *hcl.EvalContext, fsys fs.FS, read map[
 	default:
 		d.errorf(cfg.Communicator.Expr.Range(), "Invalid communicator", `communicator must be "ssh" or "none", not %q.`, c)
 	}
-	out.SSHInterface = d.oneOf(cfg.SSHInterface, defaultSSHInterface, "private_ip", "public_ip", "private_dns", "public_dns", "session_manager")
+	out.SSHInterface = d.oneOf(cfg.SSHInterface, "", "private_ip", "public_ip", "private_dns", "public_dns", "session_manager")
 	out.SSHUsername = d.str(cfg.SSHUsername)
 	out.SSHTimeout = Duration(defaultSSHTimeout)
 	switch {
@@ -467,15 +467,24 @@ func decodeSource(bodies []hcl.Body, ctx *hcl.EvalContext, fsys fs.FS, read map[
 	case cfg.SSHWaitTimeout != nil:
 		out.SSHTimeout = d.duration(cfg.SSHWaitTimeout, out.SSHTimeout)
 	}
-	if out.Communicator == "ssh" && out.SSHInterface != "session_manager" && cfg.SSHUsername == nil {
+	switch {
+	case out.Communicator != "ssh" || cfg.SSHUsername != nil || out.SSHInterface == "session_manager":
+	case out.SSHInterface != "":
 		d.errorf(missing, "Missing required argument",
 			`The amazon-ebs argument "ssh_username" is required with communicator "ssh" (the default), unless ssh_interface is "session_manager".`)
+	default:
+		// Whether SSH needs it depends on the stack's default transport,
+		// which the plan step applies (and checks) at bake time.
+		d.diags = append(d.diags, &hcl.Diagnostic{
+			Severity: hcl.DiagWarning,
+			Summary:  "No ssh_username",
+			Detail:   `ssh_username is not set, so this source bakes only where session_manager is the stack's default transport. Set ssh_username for SSH, or ssh_interface = "session_manager".`,
+			Subject:  missing.Ptr(),
+		})
 	}
+	// Without iam_instance_profile, a session_manager build gets the
+	// stack's build instance profile (Config.InstanceProfile).
 	out.IAMInstanceProfile = d.str(cfg.IAMInstanceProfile)
-	if out.SSHInterface == "session_manager" && cfg.IAMInstanceProfile == nil {
-		d.errorf(cfg.SSHInterface.Expr.Range(), "Missing iam_instance_profile",
-			`ssh_interface = "session_manager" needs an iam_instance_profile whose role allows Systems Manager (for example the AmazonSSMManagedInstanceCore policy).`)
-	}
 
 	// Network.
 	out.SubnetID = d.str(cfg.SubnetID)

@@ -60,7 +60,8 @@ func TestDecodeSourceDefaults(t *testing.T) {
 	}
 	want := AmazonEBS{
 		Region: "us-east-1", SourceAMI: "ami-12345678", InstanceType: "t3.micro", AMIName: "app {{timestamp}}",
-		Communicator: "ssh", SSHInterface: "private_ip", SSHUsername: "ubuntu", SSHTimeout: Duration(5 * time.Minute),
+		// ssh_interface stays unset: the stack's default transport applies.
+		Communicator: "ssh", SSHInterface: "", SSHUsername: "ubuntu", SSHTimeout: Duration(5 * time.Minute),
 		MetadataOptions:      MetadataOptions{HTTPEndpoint: "enabled", HTTPTokens: "required", HTTPPutResponseHopLimit: 1},
 		TemporaryKeyPairType: "ed25519", ShutdownBehavior: "stop",
 	}

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -55,6 +56,10 @@ func (a *AWS) SSM(region string) *ssm.Client {
 	return c
 }
 
+// Logs returns the CloudWatch Logs client of the config's Region; calls
+// name their Region per call.
+func (a *AWS) Logs() *cloudwatchlogs.Client { return cloudwatchlogs.NewFromConfig(a.Config) }
+
 // S3 returns the S3 client.
 func (a *AWS) S3() *s3.Client { return s3.NewFromConfig(a.Config, a.S3Options...) }
 
@@ -76,7 +81,11 @@ func NewLaunch(a *AWS, conf Config) *Launch {
 
 // NewProvision wires the provision stage to real clients.
 func NewProvision(a *AWS, conf Config) *Provision {
-	return &Provision{SSM: a.SSM(""), S3: a.S3(), Config: conf}
+	s3c := a.S3()
+	return &Provision{
+		SSM: a.SSM(""), S3: s3c, Config: conf,
+		RunCommand: a.SSM(""), Output: a.Logs(), EC2: a.EC2(""), Stage: s3c, Presign: s3.NewPresignClient(s3c),
+	}
 }
 
 // NewSnapshot wires the snapshot stage to real clients.
@@ -97,7 +106,7 @@ func NewDistribute(a *AWS, conf Config) *Distribute {
 
 // NewCleanup wires the cleanup stage to real clients.
 func NewCleanup(a *AWS, conf Config) *Cleanup {
-	return &Cleanup{EC2: a.EC2(""), SSM: a.SSM(""), S3: a.S3(), Config: conf}
+	return &Cleanup{EC2: a.EC2(""), SSM: a.SSM(""), S3: a.S3(), Commands: a.SSM(""), Logs: a.Logs(), Config: conf}
 }
 
 // NewJSONLogger returns the structured logger the Lambdas use: one JSON

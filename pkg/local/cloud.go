@@ -25,9 +25,11 @@ import (
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
@@ -68,6 +70,8 @@ type Cloud struct {
 	provisionerSG map[string]string
 	sandboxes     map[string]*sandbox.Sandbox // by instance ID
 	captured      map[string]bool             // image IDs whose content is stored
+	agent         *Agent                      // the SSM agent's stand-in, once asked for
+	profile       string                      // the build instance profile, once made
 }
 
 // Start starts (or connects to) the emulator and prepares what the stack
@@ -130,6 +134,11 @@ func (c *Cloud) EC2(region string) *ec2.Client { return ec2.NewFromConfig(c.Conf
 
 // SSM returns an SSM client for region.
 func (c *Cloud) SSM(region string) *ssm.Client { return ssm.NewFromConfig(c.Config(region)) }
+
+// Logs returns a CloudWatch Logs client for region.
+func (c *Cloud) Logs(region string) *cloudwatchlogs.Client {
+	return cloudwatchlogs.NewFromConfig(c.Config(region))
+}
 
 // S3 returns an S3 client (path-style, as the emulator needs).
 func (c *Cloud) S3() *s3.Client { return s3.NewFromConfig(c.Config(DefaultRegion), emulator.S3Options) }
@@ -216,6 +225,46 @@ func (c *Cloud) ProvisionerSecurityGroup(ctx context.Context, region string) (st
 	return c.provisionerSG[region], nil
 }
 
+// localProfile is the local stand-in for the stack's build instance
+// profile, which session_manager builds get.
+const localProfile = "kiln-local-build"
+
+// BuildInstanceProfile returns the build instance profile, as the stack
+// provides it (KILN_INSTANCE_PROFILE), creating it in the emulator once:
+// EC2 launches an instance only with a profile that exists.
+func (c *Cloud) BuildInstanceProfile(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.profile != "" {
+		return c.profile, nil
+	}
+	i := iam.NewFromConfig(c.Config(DefaultRegion))
+	_, err := i.GetInstanceProfile(ctx, &iam.GetInstanceProfileInput{InstanceProfileName: aws.String(localProfile)})
+	if bake.AWSCode(err) == "NoSuchEntity" {
+		trust := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}`
+		if _, err := i.CreateRole(ctx, &iam.CreateRoleInput{RoleName: aws.String(localProfile), AssumeRolePolicyDocument: aws.String(trust)}); err != nil && bake.AWSCode(err) != "EntityAlreadyExists" {
+			return "", fmt.Errorf("create role %s: %w", localProfile, err)
+		}
+		if _, err := i.CreateInstanceProfile(ctx, &iam.CreateInstanceProfileInput{InstanceProfileName: aws.String(localProfile)}); err != nil {
+			return "", fmt.Errorf("create instance profile %s: %w", localProfile, err)
+		}
+		if _, err := i.AddRoleToInstanceProfile(ctx, &iam.AddRoleToInstanceProfileInput{InstanceProfileName: aws.String(localProfile), RoleName: aws.String(localProfile)}); err != nil {
+			return "", fmt.Errorf("add role to instance profile %s: %w", localProfile, err)
+		}
+	} else if err != nil {
+		return "", fmt.Errorf("find instance profile %s: %w", localProfile, err)
+	}
+	c.profile = localProfile
+	return c.profile, nil
+}
+
+// addSandbox records the sandbox standing in for instance id.
+func (c *Cloud) addSandbox(id string, sb *sandbox.Sandbox) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sandboxes[id] = sb
+}
+
 // Resolve is the provision stage's address override in local mode: it
 // returns the SSH address of the sandbox standing in for the build's
 // instance, starting the sandbox the first time, the way the instance would
@@ -249,6 +298,9 @@ func (c *Cloud) Resolve(ctx context.Context, st bake.State) (string, error) {
 	boot, err := bake.ParseKilnUserData(raw)
 	if err != nil {
 		return "", fmt.Errorf("user data of %s: %w", id, err)
+	}
+	if len(boot.HostKey) == 0 {
+		return "", fmt.Errorf("user data of %s: kiln's cloud-config has no SSH host key", id)
 	}
 	sb, err = sandbox.Start(ctx, sandbox.Options{
 		HostKey:        []byte(boot.HostKey),
@@ -305,7 +357,11 @@ func (c *Cloud) StopSandbox(instanceID string) {
 	c.mu.Lock()
 	sb := c.sandboxes[instanceID]
 	delete(c.sandboxes, instanceID)
+	agent := c.agent
 	c.mu.Unlock()
+	if agent != nil {
+		agent.stop(instanceID)
+	}
 	if sb != nil {
 		_ = sb.Stop()
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -27,6 +28,8 @@ type Inventory struct {
 	Images         []string // "region:ami-id"
 	Snapshots      []string // "region:snap-id"
 	StagedObjects  []string
+	// LogGroups are session_manager builds' command log groups.
+	LogGroups []string
 }
 
 // Temporaries lists what must never outlive a build, failed or not.
@@ -37,6 +40,7 @@ func (inv Inventory) Temporaries() []string {
 	all = append(all, prefixed("key pair", inv.KeyPairs)...)
 	all = append(all, prefixed("stored key", inv.StoredKeys)...)
 	all = append(all, prefixed("staged object", inv.StagedObjects)...)
+	all = append(all, prefixed("log group", inv.LogGroups)...)
 	return all
 }
 
@@ -104,6 +108,20 @@ func (c *Cloud) Take(ctx context.Context, buildID string, regions []string, conf
 		}
 		for _, s := range snaps.Snapshots {
 			inv.Snapshots = append(inv.Snapshots, region+":"+aws.ToString(s.SnapshotId))
+		}
+		groups := conf.CommandLogPrefix + "/"
+		if buildID != "" {
+			groups += buildID
+		}
+		lgs := cloudwatchlogs.NewDescribeLogGroupsPaginator(c.Logs(region), &cloudwatchlogs.DescribeLogGroupsInput{LogGroupNamePrefix: aws.String(groups)})
+		for lgs.HasMorePages() {
+			page, err := lgs.NextPage(ctx)
+			if err != nil {
+				return inv, fmt.Errorf("inventory log groups in %s: %w", region, err)
+			}
+			for _, g := range page.LogGroups {
+				inv.LogGroups = append(inv.LogGroups, region+":"+aws.ToString(g.LogGroupName))
+			}
 		}
 		path := conf.KeyPrefix
 		if buildID != "" {
