@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path"
@@ -17,31 +16,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/hashicorp/hcl/v2"
 )
-
-// The golden plans under testdata/plans/ are rewritten with
-//
-//	go test ./pkg/bake/ -run HCL2Golden -update
-//
-// The legacy loader's tests register -update too; whichever test file
-// registers it first owns it, and both read it by name.
-func init() {
-	if flag.Lookup("update") == nil {
-		flag.Bool("update", false, "rewrite the golden files under testdata/")
-	}
-}
-
-func hcl2Update() bool {
-	f := flag.Lookup("update")
-	if f == nil {
-		return false
-	}
-	g, ok := f.Value.(flag.Getter)
-	if !ok {
-		return false
-	}
-	b, _ := g.Get().(bool)
-	return b
-}
 
 // hcl2Now is the clock of the HCL2 tests: 2024-01-02T03:04:05Z.
 var hcl2Now = time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -135,7 +109,7 @@ func checkHCL2Golden(t *testing.T, golden string, got *Plan) {
 	if err := enc.Encode(got); err != nil {
 		t.Fatalf("encode plan: %v", err)
 	}
-	if hcl2Update() {
+	if updateGolden() {
 		if err := os.WriteFile(golden, buf.Bytes(), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -3,7 +3,6 @@ package bake
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path"
@@ -17,31 +16,6 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/hashicorp/hcl/v2"
 )
-
-// The golden plans under testdata/ are rewritten with
-//
-//	go test ./pkg/bake/ -run Golden -update
-//
-// Another test file of the package may define -update too; whichever
-// registers it first owns it, and both read it by name.
-func init() {
-	if flag.Lookup("update") == nil {
-		flag.Bool("update", false, "rewrite the golden files under testdata/")
-	}
-}
-
-func updateGolden() bool {
-	f := flag.Lookup("update")
-	if f == nil {
-		return false
-	}
-	g, ok := f.Value.(flag.Getter)
-	if !ok {
-		return false
-	}
-	b, _ := g.Get().(bool)
-	return b
-}
 
 const testUUID = "00000000-0000-4000-8000-000000000001"
 

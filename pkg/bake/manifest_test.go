@@ -3,7 +3,6 @@ package bake
 import (
 	"bytes"
 	"encoding/json"
-	"flag"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,31 +13,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 )
-
-// The golden manifests under testdata/manifest/ are rewritten with
-//
-//	go test ./pkg/bake/ -run TestManifestGolden -update
-//
-// Another test file may define -update too; whoever registers it first owns
-// it, and every reader looks it up by name.
-func init() {
-	if flag.Lookup("update") == nil {
-		flag.Bool("update", false, "rewrite the golden files under testdata/")
-	}
-}
-
-func manifestUpdate() bool {
-	f := flag.Lookup("update")
-	if f == nil {
-		return false
-	}
-	g, ok := f.Value.(flag.Getter)
-	if !ok {
-		return false
-	}
-	b, _ := g.Get().(bool)
-	return b
-}
 
 var manifestTestTime = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 
@@ -78,7 +52,7 @@ func TestManifestGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			golden := filepath.Join("testdata", "manifest", tc.name+".json")
-			if manifestUpdate() {
+			if updateGolden() {
 				if err := os.WriteFile(golden, got, 0o644); err != nil {
 					t.Fatal(err)
 				}

@@ -3,7 +3,6 @@ package bake
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"maps"
 	"os"
@@ -605,7 +604,7 @@ func TestRetentionTableGolden(t *testing.T) {
 // -update.
 func retGolden(t *testing.T, file, got string) {
 	t.Helper()
-	if f := flag.Lookup("update"); f != nil && f.Value.String() == "true" {
+	if updateGolden() {
 		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 			t.Fatal(err)
 		}
