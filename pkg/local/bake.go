@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/kiln-dev/kiln/pkg/asl"
@@ -61,6 +62,9 @@ type BakeOptions struct {
 	// Wrap, if set, wraps each stage function's handler (tests use it to
 	// record invocations or inject crashes).
 	Wrap func(function string, h asl.Handler) asl.Handler
+	// AWSConfig, if set, adjusts the stages' AWS config (a simulation
+	// scales the SDK's retry backoff with TimeScale).
+	AWSConfig func(*aws.Config)
 }
 
 // BakeResult is a finished local bake.
@@ -213,7 +217,11 @@ func definition() []byte {
 // session_manager), keeping an image's content when it is made, and
 // shutting a sandbox down with its instance.
 func (c *Cloud) handlers(conf bake.Config, region string, opts BakeOptions, last *lastState) map[string]asl.Handler {
-	a := &bake.AWS{Config: c.Config(region), S3Options: []func(*s3.Options){emulator.S3Options}}
+	cfg := c.Config(region)
+	if opts.AWSConfig != nil {
+		opts.AWSConfig(&cfg)
+	}
+	a := &bake.AWS{Config: cfg, S3Options: []func(*s3.Options){emulator.S3Options}}
 	logh := opts.Log
 	if logh == nil {
 		logh = slog.NewTextHandler(io.Discard, nil)

@@ -16,7 +16,7 @@
 package sandbox
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -331,7 +331,13 @@ func (s *Sandbox) waitReady(ctx context.Context, timeout time.Duration) error {
 	}
 }
 
-// probe connects once and reads the SSH identification line.
+// probe connects once and checks that the sshd answering is this
+// sandbox's: it must present the sandbox's host key. A banner alone is not
+// enough: when two sandboxes start at once, both can be handed the same
+// free port; the first sshd binds it, the second fails to, and the second
+// sandbox's probe would reach the first's sshd. The probe then fails until
+// the second sshd exits with "Address already in use", and Start retries
+// on another port.
 func (s *Sandbox) probe(ctx context.Context) error {
 	var d net.Dialer
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -342,15 +348,32 @@ func (s *Sandbox) probe(ctx context.Context) error {
 	}
 	defer c.Close()
 	deadline, _ := ctx.Deadline()
-	_ = c.SetReadDeadline(deadline)
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return fmt.Errorf("read banner: %w", err)
+	_ = c.SetDeadline(deadline)
+	ours := false
+	cfg := &ssh.ClientConfig{
+		User:              s.user,
+		HostKeyAlgorithms: []string{s.hostKey.Type()},
+		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			if !bytes.Equal(key.Marshal(), s.hostKey.Marshal()) {
+				return errors.New("another sshd answers on this port: its host key is not the sandbox's")
+			}
+			ours = true
+			return nil
+		},
 	}
-	if !strings.HasPrefix(line, "SSH-2.0-") {
-		return fmt.Errorf("unexpected banner %q", line)
+	// No auth method is offered, so the login fails once the host key has
+	// been checked; that is all the probe needs.
+	conn, _, _, err := ssh.NewClientConn(c, s.addr, cfg)
+	if conn != nil {
+		conn.Close()
 	}
-	return nil
+	if ours {
+		return nil
+	}
+	if err == nil {
+		err = errors.New("ssh handshake checked no host key")
+	}
+	return fmt.Errorf("probe sshd: %w", err)
 }
 
 // Addr returns sshd's address, "127.0.0.1:PORT".
