@@ -512,18 +512,25 @@ func (run *provisionRun) jobFolder(pr Provisioner) string {
 
 // recipeFiles opens the recipe's files on first use.
 func (run *provisionRun) recipeFiles(ctx context.Context) (fs.FS, error) {
-	if run.fsys != nil {
-		return run.fsys, nil
+	return run.p.openRecipe(ctx, *run.st, &run.fsys)
+}
+
+// openRecipe returns the recipe's files for st, opening them (from Files,
+// or the recipe object in S3) only when *cache is still empty. Both
+// transports' runs keep their cache this way.
+func (p *Provision) openRecipe(ctx context.Context, st State, cache *fs.FS) (fs.FS, error) {
+	if *cache != nil {
+		return *cache, nil
 	}
-	src := run.p.Files
+	src := p.Files
 	if src == nil {
-		src = &S3Recipe{S3: run.p.S3}
+		src = &S3Recipe{S3: p.S3}
 	}
-	fsys, err := src.Open(ctx, *run.st)
+	fsys, err := src.Open(ctx, st)
 	if err != nil {
 		return nil, fmt.Errorf("open recipe files: %w", err)
 	}
-	run.fsys = fsys
+	*cache = fsys
 	return fsys, nil
 }
 

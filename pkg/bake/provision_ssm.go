@@ -407,19 +407,7 @@ func (run *ssmRun) stepContext(a *ssmAttempt) stepContext {
 
 // recipeFiles opens the recipe's files on first use.
 func (run *ssmRun) recipeFiles(ctx context.Context) (fs.FS, error) {
-	if run.fsys != nil {
-		return run.fsys, nil
-	}
-	src := run.p.Files
-	if src == nil {
-		src = &S3Recipe{S3: run.p.S3}
-	}
-	fsys, err := src.Open(ctx, *run.st)
-	if err != nil {
-		return nil, fmt.Errorf("open recipe files: %w", err)
-	}
-	run.fsys = fsys
-	return fsys, nil
+	return run.p.openRecipe(ctx, *run.st, &run.fsys)
 }
 
 // commandPoll is how long to wait before polling a command that started
