@@ -282,9 +282,9 @@ func (r *sshRemote) upload(ctx context.Context, dst string, content io.Reader, p
 	})
 }
 
-// isDir reports whether the remote path p is a folder.
-func (r *sshRemote) isDir(ctx context.Context, p string) (bool, error) {
-	var dir bool
+// stat returns the remote path p's file info, or nil if it does not exist.
+func (r *sshRemote) stat(ctx context.Context, p string) (os.FileInfo, error) {
+	var info os.FileInfo
 	err := r.sftpDo(ctx, sshOpTimeout, func(c *sftp.Client) error {
 		fi, err := c.Stat(p)
 		switch {
@@ -293,10 +293,16 @@ func (r *sshRemote) isDir(ctx context.Context, p string) (bool, error) {
 		case err != nil:
 			return fmt.Errorf("stat %s: %w", p, err)
 		}
-		dir = fi.IsDir()
+		info = fi
 		return nil
 	})
-	return dir, err
+	return info, err
+}
+
+// isDir reports whether the remote path p is a folder.
+func (r *sshRemote) isDir(ctx context.Context, p string) (bool, error) {
+	fi, err := r.stat(ctx, p)
+	return fi != nil && fi.IsDir(), err
 }
 
 // remove deletes the remote file p if it exists.
@@ -335,19 +341,11 @@ func (r *sshRemote) readAt(ctx context.Context, p string, off int64, max int) ([
 
 // size returns the size of the remote file p, 0 if it is missing.
 func (r *sshRemote) size(ctx context.Context, p string) (int64, error) {
-	var n int64
-	err := r.sftpDo(ctx, sshOpTimeout, func(c *sftp.Client) error {
-		fi, err := c.Stat(p)
-		switch {
-		case errors.Is(err, os.ErrNotExist):
-			return nil
-		case err != nil:
-			return fmt.Errorf("stat %s: %w", p, err)
-		}
-		n = fi.Size()
-		return nil
-	})
-	return n, err
+	fi, err := r.stat(ctx, p)
+	if fi == nil {
+		return 0, err
+	}
+	return fi.Size(), err
 }
 
 // quoteShell quotes s for a POSIX shell: single quotes, with each single
