@@ -548,7 +548,7 @@ func (r *cleanupRound) keyPairs(ctx context.Context, st State, region string) {
 	}
 }
 
-// parameters deletes the stored login key and anything else stored under
+// parameters deletes the stored login and host keys and anything else stored under
 // the build's key path, in the deployment's Region (the SSM client's).
 func (r *cleanupRound) parameters(ctx context.Context, st State) {
 	const region = "ssm"
@@ -557,7 +557,8 @@ func (r *cleanupRound) parameters(ctx context.Context, st State) {
 	}
 	cfg := r.c.Config.withDefaults()
 	dir := cfg.KeyPrefix + "/" + r.buildID
-	names := []string{keyParameterName(cfg, r.buildID)}
+	// Named as well as listed: a parameter just written may not be listed yet.
+	names := []string{keyParameterName(cfg, r.buildID), hostKeyParameterName(cfg, r.buildID)}
 	if st.Launch != nil && strings.HasPrefix(st.Launch.KeyParameter, dir+"/") {
 		names = appendNew(names, st.Launch.KeyParameter)
 	}

@@ -189,7 +189,14 @@ func IsThrottle(err error) bool {
 	return false
 }
 
+// ErrNotYetVisible is a resource an earlier attempt created that AWS does
+// not show yet; a retry finds it.
+var ErrNotYetVisible = errors.New("not visible yet")
+
 func isTransient(err error) bool {
+	if errors.Is(err, ErrNotYetVisible) {
+		return true
+	}
 	switch AWSCode(err) {
 	case "InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable",
 		"InsufficientInstanceCapacity", "RequestTimeout", "RequestTimeoutException":

@@ -1376,8 +1376,15 @@ func (f *fakeEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInput, o
 		if len(token) > 64 {
 			return nil, fakeAPIErr("InvalidParameterValue", "client token longer than 64 characters")
 		}
+		// EC2 answers a token seen before with the first call's
+		// reservation, but only when the parameters are the same.
+		params := fmt.Sprintf("%s|%s|%s|%s|%v|%s", aws.ToString(in.ImageId), in.InstanceType, aws.ToString(in.SubnetId),
+			aws.ToString(in.KeyName), in.SecurityGroupIds, aws.ToString(in.UserData))
 		if token != "" {
 			if res, ok := r.tokens["RunInstances/"+token]; ok {
+				if r.tokens["RunInstances/"+token+"/params"] != params {
+					return nil, fakeAPIErr("IdempotentParameterMismatch", "client token %s was used with different parameters", token)
+				}
 				return r.reservationOutput(c, res), nil
 			}
 		}
@@ -1590,6 +1597,7 @@ func (f *fakeEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInput, o
 		r.reservations[resID] = out
 		if token != "" {
 			r.tokens["RunInstances/"+token] = resID
+			r.tokens["RunInstances/"+token+"/params"] = params
 		}
 		c.settleLocked() // a zero delay means running at once
 		return r.reservationOutput(c, resID), nil

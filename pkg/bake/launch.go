@@ -429,7 +429,8 @@ func recipeProblem(file, summary, detail string) *RecipeError {
 // Config.ProvisionerSecurityGroup; no ingress for session_manager and
 // none), the login key pair with its private half as a SecureString at
 // <KeyPrefix>/<BuildID>/ssh-key (SSH only), a fresh SSH host key delivered
-// by cloud-init, and runs the instance. It fills st.Launch (IDs, the host
+// by cloud-init (kept at <KeyPrefix>/<BuildID>/host-key until cleanup), and
+// runs the instance. It fills st.Launch (IDs, the host
 // public key, LaunchedAt) and a not-ready st.Wait. Each resource is found
 // by tag or build-scoped name before it is created, and RunInstances
 // carries a client token, so a rerun makes nothing twice.
@@ -808,6 +809,13 @@ func keyParameterName(cfg Config, buildID string) string {
 	return cfg.withDefaults().KeyPrefix + "/" + buildID + "/ssh-key"
 }
 
+// hostKeyParameterName is where the instance's SSH host private key is kept
+// until cleanup, so that a rerun of launch hands RunInstances the same user
+// data. Provisioning never reads it: it pins the public half.
+func hostKeyParameterName(cfg Config, buildID string) string {
+	return cfg.withDefaults().KeyPrefix + "/" + buildID + "/host-key"
+}
+
 // ensureSecurityGroup finds or creates the build's temporary security
 // group in vpc and makes sure its only ingress is SSH from the provisioning
 // Lambda's group (none at all unless the transport is SSH).
@@ -910,46 +918,9 @@ func (l *Launch) findSecurityGroup(ctx context.Context, region string, filters [
 // parameter's name and the public key's authorized_keys line.
 func (l *Launch) ensureLoginKey(ctx context.Context, st State, src AmazonEBS, region string) (name, param, pub string, err error) {
 	name, param = keyPairName(st.BuildID), keyParameterName(l.Config, st.BuildID)
-	signer, err := l.storedLoginKey(ctx, param)
+	signer, _, err := l.storedKey(ctx, st, param, src.TemporaryKeyPairType, "login key", "kiln "+st.BuildID)
 	if err != nil {
 		return "", "", "", err
-	}
-	if signer == nil {
-		key, err := l.newKey(src.TemporaryKeyPairType)
-		if err != nil {
-			return "", "", "", fmt.Errorf("generate login key: %w", err)
-		}
-		block, err := ssh.MarshalPrivateKey(key, "kiln "+st.BuildID)
-		if err != nil {
-			return "", "", "", fmt.Errorf("encode login key: %w", err)
-		}
-		var tags []ssmtypes.Tag
-		for _, t := range ec2Tags(st, nil) {
-			tags = append(tags, ssmtypes.Tag{Key: t.Key, Value: t.Value})
-		}
-		_, err = l.SSM.PutParameter(ctx, &ssm.PutParameterInput{
-			Name:        aws.String(param),
-			Description: aws.String("kiln build " + st.BuildID + ": SSH login key (deleted by cleanup)"),
-			Type:        ssmtypes.ParameterTypeSecureString,
-			Value:       aws.String(string(pem.EncodeToMemory(block))),
-			Tags:        tags,
-		})
-		switch {
-		case AWSCode(err) == "ParameterAlreadyExists":
-			if signer, err = l.storedLoginKey(ctx, param); err != nil {
-				return "", "", "", err
-			}
-			if signer == nil {
-				return "", "", "", fmt.Errorf("login key %s exists but cannot be read", param)
-			}
-		case err != nil:
-			return "", "", "", fmt.Errorf("store login key %s: %w", param, err)
-		default:
-			if signer, err = ssh.NewSignerFromSigner(key); err != nil {
-				return "", "", "", fmt.Errorf("login key: %w", err)
-			}
-			Logger(ctx).Info("stored login key", "parameter", param)
-		}
 	}
 	pub = strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
 
@@ -990,21 +961,72 @@ func sameKey(a, b string) bool {
 	return errA == nil && errB == nil && bytes.Equal(ka.Marshal(), kb.Marshal())
 }
 
-// storedLoginKey reads the login private key, or nil if there is none yet.
-func (l *Launch) storedLoginKey(ctx context.Context, param string) (ssh.Signer, error) {
+// storedKey returns the private key stored as a SecureString at param,
+// generating and storing one of keyType first if there is none. Keys are
+// stored before they are used anywhere, so a rerun of a stage that died
+// after using one (an instance launched with it, a key pair imported) finds
+// the same key: RunInstances retried with its client token then carries the
+// same user data and returns the first call's instance instead of failing
+// with IdempotentParameterMismatch. It returns the key and its PEM.
+func (l *Launch) storedKey(ctx context.Context, st State, param, keyType, what, comment string) (ssh.Signer, []byte, error) {
+	if signer, pemBytes, err := l.readKey(ctx, param, what); err != nil || signer != nil {
+		return signer, pemBytes, err
+	}
+	key, err := l.newKey(keyType)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate %s: %w", what, err)
+	}
+	block, err := ssh.MarshalPrivateKey(key, comment)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode %s: %w", what, err)
+	}
+	pemBytes := pem.EncodeToMemory(block)
+	var tags []ssmtypes.Tag
+	for _, t := range ec2Tags(st, nil) {
+		tags = append(tags, ssmtypes.Tag{Key: t.Key, Value: t.Value})
+	}
+	_, err = l.SSM.PutParameter(ctx, &ssm.PutParameterInput{
+		Name:        aws.String(param),
+		Description: aws.String("kiln build " + st.BuildID + ": " + what + " (deleted by cleanup)"),
+		Type:        ssmtypes.ParameterTypeSecureString,
+		Value:       aws.String(string(pemBytes)),
+		Tags:        tags,
+	})
+	switch {
+	case AWSCode(err) == "ParameterAlreadyExists":
+		// Another attempt stored one first: use that one.
+		signer, pemBytes, err := l.readKey(ctx, param, what)
+		if err == nil && signer == nil {
+			err = fmt.Errorf("%s %s exists but cannot be read", what, param)
+		}
+		return signer, pemBytes, err
+	case err != nil:
+		return nil, nil, fmt.Errorf("store %s %s: %w", what, param, err)
+	}
+	signer, err := ssh.NewSignerFromSigner(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", what, err)
+	}
+	Logger(ctx).Info("stored "+what, "parameter", param)
+	return signer, pemBytes, nil
+}
+
+// readKey reads the private key stored at param, or nil if there is none.
+func (l *Launch) readKey(ctx context.Context, param, what string) (ssh.Signer, []byte, error) {
 	out, err := l.SSM.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(param), WithDecryption: aws.Bool(true)})
 	if IsNotFound(err) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read login key %s: %w", param, err)
+		return nil, nil, fmt.Errorf("read %s %s: %w", what, param, err)
 	}
-	signer, err := ssh.ParsePrivateKey([]byte(aws.ToString(out.Parameter.Value)))
+	pemBytes := []byte(aws.ToString(out.Parameter.Value))
+	signer, err := ssh.ParsePrivateKey(pemBytes)
 	if err != nil {
 		// Never include the value: it is a private key.
-		return nil, fmt.Errorf("login key %s does not hold a private key", param)
+		return nil, nil, fmt.Errorf("%s %s does not hold a private key", what, param)
 	}
-	return signer, nil
+	return signer, pemBytes, nil
 }
 
 // runInstance generates the host key, builds the user data and runs the
@@ -1022,21 +1044,14 @@ func (l *Launch) runInstance(ctx context.Context, st State, src AmazonEBS, ln La
 		}
 	}
 	if transport == "ssh" {
-		hostKey, err := l.newKey("ed25519")
+		hostKey, hostPEM, err := l.storedKey(ctx, st, hostKeyParameterName(l.Config, st.BuildID), "ed25519", "host key", "kiln host key "+st.BuildID)
 		if err != nil {
-			return nil, fmt.Errorf("generate host key: %w", err)
+			return nil, err
 		}
-		block, err := ssh.MarshalPrivateKey(hostKey, "kiln host key "+st.BuildID)
-		if err != nil {
-			return nil, fmt.Errorf("encode host key: %w", err)
-		}
-		sshPub, err := ssh.NewPublicKey(hostKey.Public())
-		if err != nil {
-			return nil, fmt.Errorf("host key: %w", err)
-		}
+		sshPub := hostKey.PublicKey()
 		hostPub := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))
 		userData, err = buildUserData(kilnUserDataInput{
-			HostKeyPEM: pem.EncodeToMemory(block), HostPublicKey: hostPub,
+			HostKeyPEM: hostPEM, HostPublicKey: hostPub,
 			User: src.SSHUsername, AuthorizedKey: loginPub, Recipe: []byte(src.UserData),
 		})
 		if err != nil {
@@ -1096,6 +1111,14 @@ func (l *Launch) runInstance(ctx context.Context, st State, src AmazonEBS, ln La
 		in.SecurityGroupIds = groups
 	}
 	out, err := l.EC2.RunInstances(ctx, in, ec2In(ln.Region))
+	if AWSCode(err) == "IdempotentParameterMismatch" {
+		// An earlier attempt launched the build's instance with this
+		// token, which no describe shows yet (EC2 is eventually
+		// consistent), and this attempt chose differently (a subnet's free
+		// addresses changed). The retry adopts it once it is visible.
+		return nil, fmt.Errorf("instance of build %s (client token %s) was launched by an earlier attempt and is %w: %v",
+			st.BuildID, aws.ToString(in.ClientToken), ErrNotYetVisible, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("run instance of %s in %s: %w", ln.SourceAMI, ln.SubnetID, err)
 	}

@@ -285,8 +285,8 @@ func TestMotoStagesLaunchAndCleanup(t *testing.T) {
 		t.Errorf("check: Wait %+v, private IP %q", st.Wait, st.Launch.PrivateIP)
 	}
 
-	if live := w.motoStagesLive(st); len(live) != 4 {
-		t.Errorf("after launch: %v, want instance, group, key pair and parameter", live)
+	if live := w.motoStagesLive(st); len(live) != 5 {
+		t.Errorf("after launch: %v, want instance, group, key pair, login and host key parameters", live)
 	}
 	st = w.motoStagesAct("cleanup", w.cleanup.Actions(), "run", st)
 	if !st.Wait.Ready {
@@ -311,7 +311,7 @@ func TestMotoStagesRerunMakesNothingTwice(t *testing.T) {
 	if second.Launch.InstanceID != first.Launch.InstanceID || second.Launch.SecurityGroupID != first.Launch.SecurityGroupID || second.Launch.HostKey != first.Launch.HostKey {
 		t.Errorf("rerun launched %+v, first %+v", second.Launch, first.Launch)
 	}
-	if live := w.motoStagesLive(first); len(live) != 4 {
+	if live := w.motoStagesLive(first); len(live) != 5 {
 		t.Errorf("after two runs: %v, want one of each", live)
 	}
 	// Cleanup from the input alone (as after a failure in "plan" or a lost
