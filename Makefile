@@ -87,5 +87,14 @@ demo: deps build
 	./bin/kiln validate examples/webapp
 	./bin/kiln bake --local examples/webapp
 
+# The benchmarks of issue 8, in simulated AWS time: one- and five-Region
+# bakes against the floor of AWS's own work, and 200 bakes against EC2's
+# token buckets. Prints one table with each figure's change since the last
+# run; every run's figures are kept under bench/results.
+bench: deps
+	@mkdir -p bench/results
+	@$(GO) test -run '^$$' -bench '^BenchmarkBake' -benchtime 1x -count 1 -timeout 60m ./pkg/local/ > bench/raw.txt 2>&1 || { cat bench/raw.txt; exit 1; }
+	@$(GO) run ./cmd/kiln-bench -results bench/results -last bench/last.json < bench/raw.txt
+
 clean:
 	rm -rf bin

@@ -559,8 +559,12 @@ func (r *cleanupRound) parameters(ctx context.Context, st State) {
 	dir := cfg.KeyPrefix + "/" + r.buildID
 	// Named as well as listed: a parameter just written may not be listed yet.
 	names := []string{keyParameterName(cfg, r.buildID), hostKeyParameterName(cfg, r.buildID)}
-	if st.Launch != nil && strings.HasPrefix(st.Launch.KeyParameter, dir+"/") {
-		names = appendNew(names, st.Launch.KeyParameter)
+	if st.Launch != nil {
+		for _, name := range []string{st.Launch.KeyParameter, st.Launch.HostKeyParameter} {
+			if strings.HasPrefix(name, dir+"/") {
+				names = appendNew(names, name)
+			}
+		}
 	}
 	p := ssm.NewGetParametersByPathPaginator(r.c.SSM, &ssm.GetParametersByPathInput{Path: aws.String(dir), Recursive: aws.Bool(true)})
 	for p.HasMorePages() {

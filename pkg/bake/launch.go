@@ -501,6 +501,9 @@ func (l *Launch) Run(ctx context.Context, st State) (State, error) {
 	}
 	ln.InstanceID = aws.ToString(existing.InstanceId)
 	ln.HostKey = tagOf(existing.Tags, tagHostKey)
+	if transport == "ssh" {
+		ln.HostKeyParameter = hostKeyParameterName(l.Config, st.BuildID)
+	}
 	if transport == "ssh" && ln.HostKey == "" {
 		return st, fmt.Errorf("instance %s has no %s tag: its SSH host key is unknown", ln.InstanceID, tagHostKey)
 	}

@@ -122,10 +122,14 @@ type Launched struct {
 	// HostKey is the instance's SSH host public key (authorized_keys
 	// format), generated at launch and installed by cloud-init, which
 	// provisioning pins.
-	HostKey    string `json:"host_key,omitempty"`
-	InstanceID string `json:"instance_id,omitempty"`
-	PrivateIP  string `json:"private_ip,omitempty"`
-	PublicIP   string `json:"public_ip,omitempty"`
+	HostKey string `json:"host_key,omitempty"`
+	// HostKeyParameter is the Parameter Store name of the host private
+	// key (a SecureString), kept so that a rerun of launch sends the same
+	// user data; cleanup deletes it.
+	HostKeyParameter string `json:"host_key_parameter,omitempty"`
+	InstanceID       string `json:"instance_id,omitempty"`
+	PrivateIP        string `json:"private_ip,omitempty"`
+	PublicIP         string `json:"public_ip,omitempty"`
 	// PrivateDNS and PublicDNS are the instance's DNS names, for the
 	// private_dns and public_dns ssh_interface.
 	PrivateDNS string    `json:"private_dns,omitempty"`

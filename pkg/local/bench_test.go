@@ -1,8 +1,3 @@
-//go:build kilnwip
-
-// Issue 8 harness: fails on a real launch bug (host key regenerated on a
-// RunInstances retry; see the session note). Run: go test -tags kilnwip ./pkg/local/
-
 package local
 
 // Issue 4's timing target and issue 8's benchmark, in simulated time: the

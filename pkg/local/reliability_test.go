@@ -1,8 +1,3 @@
-//go:build kilnwip
-
-// Issue 8 harness: fails on a real launch bug (host key regenerated on a
-// RunInstances retry; see the session note). Run: go test -tags kilnwip ./pkg/local/
-
 package local
 
 // Issue 8's reliability checks: the fault sweep, the throttle storm, crash
@@ -1664,7 +1659,7 @@ func TestConcurrentBakes(t *testing.T) {
 		maps.Copy(all, outputs)
 		// Its cleanup deleted only what its launch made.
 		l := st.Launch
-		mine := []string{l.InstanceID, l.SecurityGroupID, l.KeyPairName, l.KeyParameter}
+		mine := []string{l.InstanceID, l.SecurityGroupID, l.KeyPairName, l.KeyParameter, l.HostKeyParameter}
 		for _, d := range st.Cleanup.Deleted {
 			if !slices.ContainsFunc(mine, func(id string) bool { return id != "" && strings.HasSuffix(d, " "+id) }) {
 				t.Errorf("%s: cleanup deleted %q, which its launch did not make (%v)", st.BuildID, d, mine)
