@@ -37,12 +37,16 @@ var LambdaTransient = []string{
 
 // Retry policy shared by every task, tried in order before any Catch:
 // Lambda's own transient errors (AWS's recommendation: 2 s, 6 attempts,
-// backoff 2), AWS throttling and 5xx that outlasted the SDK's retries (kiln's
-// Throttled and Transient), and a Lambda that died (out of memory, timeout),
-// retried once more because every action is idempotent.
+// backoff 2), AWS throttling that outlasted the SDK's retries (kiln's
+// Throttled: up to 12 attempts over about 4 minutes on average, long enough
+// for a burst of bakes to drain through RunInstances' bucket at 2 a
+// second; waiting here is free, where a Lambda sleeping is billed), 5xx and
+// resources not yet visible (Transient), and a Lambda that died (out of
+// memory, timeout), retried once more because every action is idempotent.
 var defaultRetry = []retrier{
 	{ErrorEquals: LambdaTransient, IntervalSeconds: 2, MaxAttempts: 6, BackoffRate: 2, JitterStrategy: "FULL"},
-	{ErrorEquals: []string{"Throttled", "Transient"}, IntervalSeconds: 5, MaxAttempts: 6, BackoffRate: 2, MaxDelaySeconds: 60, JitterStrategy: "FULL"},
+	{ErrorEquals: []string{"Throttled"}, IntervalSeconds: 5, MaxAttempts: 12, BackoffRate: 1.5, MaxDelaySeconds: 60, JitterStrategy: "FULL"},
+	{ErrorEquals: []string{"Transient"}, IntervalSeconds: 5, MaxAttempts: 6, BackoffRate: 2, MaxDelaySeconds: 60, JitterStrategy: "FULL"},
 	{ErrorEquals: []string{"Lambda.Unknown", "States.Timeout"}, IntervalSeconds: 5, MaxAttempts: 2, BackoffRate: 2},
 }
 
