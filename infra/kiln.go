@@ -77,6 +77,8 @@ const (
 	EnvBucket                   = "KILN_BUCKET"
 	EnvProvisionerSecurityGroup = "KILN_PROVISIONER_SECURITY_GROUP"
 	EnvSubnetID                 = "KILN_SUBNET_ID"
+	EnvInstanceSecurityGroup    = "KILN_INSTANCE_SECURITY_GROUP"
+	EnvIsolatedSecurityGroup    = "KILN_ISOLATED_SECURITY_GROUP"
 	EnvInstanceProfile          = "KILN_INSTANCE_PROFILE"
 	EnvParameterPrefix          = "KILN_PARAMETER_PREFIX"
 	EnvKeyPrefix                = "KILN_KEY_PREFIX"
@@ -243,6 +245,8 @@ func NewKiln(scope constructs.Construct, id string, props *KilnProps) *Kiln {
 		EnvBucket:                   k.Bucket.BucketName(),
 		EnvProvisionerSecurityGroup: k.Network.ProvisionerSecurityGroup.SecurityGroupId(),
 		EnvSubnetID:                 k.Network.BuildSubnetID,
+		EnvInstanceSecurityGroup:    k.Network.InstanceSecurityGroup.SecurityGroupId(),
+		EnvIsolatedSecurityGroup:    k.Network.IsolatedSecurityGroup.SecurityGroupId(),
 		EnvInstanceProfile:          k.BuildInstanceProfile.InstanceProfileArn(),
 		EnvParameterPrefix:          jsii.String(p.ParameterPrefix),
 		EnvKeyPrefix:                jsii.String(p.KeyPrefix),
@@ -494,6 +498,8 @@ func (k *Kiln) addOutputs(id string) {
 		out("RetentionEventDetailType", "The detail type of the retention job's report", jsii.String(EventRetentionDecisions))
 	}
 	out("ProvisionerSecurityGroup", "The only source build instances admit SSH from", k.Network.ProvisionerSecurityGroup.SecurityGroupId())
+	out("InstanceSecurityGroup", "Build instances' group (SSH transport): SSH from the provisioner only", k.Network.InstanceSecurityGroup.SecurityGroupId())
+	out("IsolatedSecurityGroup", "Build instances' group (session_manager, none): no inbound traffic", k.Network.IsolatedSecurityGroup.SecurityGroupId())
 	out("BuildSubnet", "Where build instances run when a recipe names no subnet", k.Network.BuildSubnetID)
 	out("BuildInstanceProfile", "The build instances' profile (session_manager transport)", k.BuildInstanceProfile.InstanceProfileArn())
 }

@@ -153,6 +153,8 @@ func TestStageFunctions(t *testing.T) {
 				EnvBucket:                   ref(onlyID(t, s, "AWS::S3::Bucket", nil)),
 				EnvProvisionerSecurityGroup: getAtt(sg, "GroupId"),
 				EnvSubnetID:                 ref(buildSubnet(t, s)),
+				EnvInstanceSecurityGroup:    getAtt(instanceGroup(t, s, "kiln build instances: SSH"), "GroupId"),
+				EnvIsolatedSecurityGroup:    getAtt(instanceGroup(t, s, "kiln build instances without SSH"), "GroupId"),
 				EnvInstanceProfile:          getAtt(profile, "Arn"),
 				EnvParameterPrefix:          DefaultParameterPrefix,
 				EnvKeyPrefix:                DefaultKeyPrefix,
@@ -635,6 +637,39 @@ func TestNetwork(t *testing.T) {
 	if len(asList(at(s.json, "Resources", epSG, "Properties", "SecurityGroupIngress"))) != 0 {
 		t.Errorf("endpoint group %s has inline ingress beyond the provisioner's", epSG)
 	}
+
+	// The build instances' groups: SSH from the provisioner only, and
+	// nothing at all; both in the stack's VPC. (launch checks the same
+	// before it uses them: bake's admitsMore.)
+	for _, g := range []struct{ desc, want string }{
+		{"kiln build instances: SSH", "tcp 22 from " + sg},
+		{"kiln build instances without SSH", ""},
+	} {
+		id := instanceGroup(t, s, g.desc)
+		var from []string
+		for _, in := range ingress {
+			if gid, _ := logicalIDOf(props(in)["GroupId"]); gid == id {
+				src, _ := logicalIDOf(props(in)["SourceSecurityGroupId"])
+				from = append(from, resolve(props(in)["IpProtocol"])+" "+resolve(props(in)["FromPort"])+" from "+src)
+			}
+		}
+		if inline := asList(at(s.json, "Resources", id, "Properties", "SecurityGroupIngress")); len(inline) != 0 {
+			t.Errorf("%s: inline ingress %v", g.desc, inline)
+		}
+		if got := strings.Join(from, ", "); got != g.want {
+			t.Errorf("%s: ingress %q, want %q", g.desc, got, g.want)
+		}
+		if v, _ := logicalIDOf(at(s.json, "Resources", id, "Properties", "VpcId")); v != vpc {
+			t.Errorf("%s: in VPC %v, want the stack's %s", g.desc, at(s.json, "Resources", id, "Properties", "VpcId"), vpc)
+		}
+	}
+}
+
+// instanceGroup is the logical ID of the one security group whose
+// description starts with desc.
+func instanceGroup(t *testing.T, s *synthesis, desc string) string {
+	t.Helper()
+	return onlyID(t, s, "AWS::EC2::SecurityGroup", func(p obj) bool { return strings.HasPrefix(resolve(p["GroupDescription"]), desc) })
 }
 
 // TestExistingNetwork: with kiln:vpcId the stack makes no VPC and uses the
@@ -644,9 +679,11 @@ func TestExistingNetwork(t *testing.T) {
 	for _, typ := range []string{"AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::VPCEndpoint", "AWS::EC2::NatGateway"} {
 		cdkAssert(t, "no "+typ, func() { c.template.ResourceCountIs(jsii.String(typ), jsii.Number(0)) })
 	}
-	sg := onlyID(t, c, "AWS::EC2::SecurityGroup", nil)
-	if got := at(c.json, "Resources", sg, "Properties", "VpcId"); got != configuredContext[CtxVPCID] {
-		t.Errorf("provisioner group in %v, want %v", got, configuredContext[CtxVPCID])
+	for _, desc := range []string{"kiln provisioner", "kiln build instances: SSH", "kiln build instances without SSH"} {
+		sg := instanceGroup(t, c, desc)
+		if got := at(c.json, "Resources", sg, "Properties", "VpcId"); got != configuredContext[CtxVPCID] {
+			t.Errorf("%s group in %v, want %v", desc, got, configuredContext[CtxVPCID])
+		}
 	}
 	byStage := functionsByStage(t, c)
 	prov := props(resourcesOf(c, "AWS::Lambda::Function")[byStage["provision"]])
@@ -951,7 +988,7 @@ func TestConstantsMatchStages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, env := range []string{EnvBucket, EnvProvisionerSecurityGroup, EnvSubnetID, EnvInstanceProfile, EnvParameterPrefix, EnvKeyPrefix, EnvCommandLogPrefix, EnvEventBus, EnvDefaultTransport} {
+	for _, env := range []string{EnvBucket, EnvProvisionerSecurityGroup, EnvInstanceSecurityGroup, EnvIsolatedSecurityGroup, EnvSubnetID, EnvInstanceProfile, EnvParameterPrefix, EnvKeyPrefix, EnvCommandLogPrefix, EnvEventBus, EnvDefaultTransport} {
 		if !strings.Contains(string(src), `"`+env+`"`) {
 			t.Errorf("pkg/bake/config.go does not read %s", env)
 		}

@@ -42,6 +42,14 @@ type Network struct {
 	// source a build instance's temporary group admits
 	// (KILN_PROVISIONER_SECURITY_GROUP).
 	ProvisionerSecurityGroup awsec2.SecurityGroup
+	// InstanceSecurityGroup is the build instances' group for the SSH
+	// transport: SSH from ProvisionerSecurityGroup only
+	// (KILN_INSTANCE_SECURITY_GROUP). IsolatedSecurityGroup admits nothing
+	// (session_manager and communicator "none";
+	// KILN_ISOLATED_SECURITY_GROUP). Builds in the stack's VPC use them and
+	// create no group of their own; both let instances reach out.
+	InstanceSecurityGroup awsec2.SecurityGroup
+	IsolatedSecurityGroup awsec2.SecurityGroup
 	// BuildSubnetID is where builds run when a recipe names no subnet
 	// (KILN_SUBNET_ID).
 	BuildSubnetID *string
@@ -95,6 +103,18 @@ func newNetwork(scope constructs.Construct, p KilnProps) *Network {
 	})
 	n.ProvisionerSecurityGroup.AddEgressRule(sshTo, awsec2.Port_Tcp(jsii.Number(22)), jsii.String("SSH to build instances"), nil)
 	n.ProvisionerSecurityGroup.AddEgressRule(awsec2.Peer_AnyIpv4(), awsec2.Port_Tcp(jsii.Number(443)), jsii.String("HTTPS to Parameter Store and S3 endpoints"), nil)
+
+	n.InstanceSecurityGroup = awsec2.NewSecurityGroup(scope, jsii.String("InstanceSecurityGroup"), &awsec2.SecurityGroupProps{
+		Vpc:              n.Vpc,
+		Description:      jsii.String("kiln build instances: SSH from the kiln provisioner only"),
+		AllowAllOutbound: jsii.Bool(true),
+	})
+	n.InstanceSecurityGroup.AddIngressRule(n.ProvisionerSecurityGroup, awsec2.Port_Tcp(jsii.Number(22)), jsii.String("SSH from the kiln provisioner"), nil)
+	n.IsolatedSecurityGroup = awsec2.NewSecurityGroup(scope, jsii.String("IsolatedSecurityGroup"), &awsec2.SecurityGroupProps{
+		Vpc:              n.Vpc,
+		Description:      jsii.String("kiln build instances without SSH: no inbound traffic"),
+		AllowAllOutbound: jsii.Bool(true),
+	})
 
 	if vpc != nil {
 		endpointGroup := awsec2.NewSecurityGroup(scope, jsii.String("EndpointSecurityGroup"), &awsec2.SecurityGroupProps{

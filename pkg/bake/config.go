@@ -16,6 +16,16 @@ type Config struct {
 	// ProvisionerSecurityGroup is the security group of the provisioning
 	// Lambda: the only source a build instance's temporary group admits.
 	ProvisionerSecurityGroup string
+	// InstanceSecurityGroup is the group the stack gives SSH builds: it
+	// admits SSH from ProvisionerSecurityGroup and nothing else.
+	// IsolatedSecurityGroup admits nothing (session_manager and
+	// communicator "none"). A build whose recipe names no security group
+	// uses the one for its transport when it runs in that group's VPC, and
+	// otherwise gets a temporary group of its own, as in Packer. Shared
+	// groups make no calls and need no wait at the end: cleanup has no
+	// group to delete once the instance is gone.
+	InstanceSecurityGroup string
+	IsolatedSecurityGroup string
 	// SubnetID is the subnet builds use when the recipe names none.
 	SubnetID string
 	// InstanceProfile is the build instances' profile when the recipe names
@@ -73,6 +83,8 @@ func ConfigFromEnv() Config {
 	return Config{
 		Bucket:                   os.Getenv("KILN_BUCKET"),
 		ProvisionerSecurityGroup: os.Getenv("KILN_PROVISIONER_SECURITY_GROUP"),
+		InstanceSecurityGroup:    os.Getenv("KILN_INSTANCE_SECURITY_GROUP"),
+		IsolatedSecurityGroup:    os.Getenv("KILN_ISOLATED_SECURITY_GROUP"),
 		SubnetID:                 os.Getenv("KILN_SUBNET_ID"),
 		InstanceProfile:          os.Getenv("KILN_INSTANCE_PROFILE"),
 		ParameterPrefix:          envOr("KILN_PARAMETER_PREFIX", "/kiln"),

@@ -425,9 +425,10 @@ func recipeProblem(file, summary, detail string) *RecipeError {
 
 // Run starts the build instance of the plan st.Plan refers to: it resolves
 // the base image (source_ami, source_ami_filter, or a data source), the
-// subnet and VPC, creates the temporary security group (SSH only from
-// Config.ProvisionerSecurityGroup; no ingress for session_manager and
-// none), the login key pair with its private half as a SecureString at
+// subnet and VPC, takes the stack's security group for the transport
+// (Config.InstanceSecurityGroup, IsolatedSecurityGroup) or else creates a
+// temporary one (SSH only from Config.ProvisionerSecurityGroup; no ingress
+// for session_manager and none), the login key pair with its private half as a SecureString at
 // <KeyPrefix>/<BuildID>/ssh-key (SSH only), a fresh SSH host key delivered
 // by cloud-init (kept at <KeyPrefix>/<BuildID>/host-key until cleanup), and
 // runs the instance. It fills st.Launch (IDs, the host
@@ -476,10 +477,17 @@ func (l *Launch) Run(ctx context.Context, st State) (State, error) {
 
 	groups := src.SecurityGroupIDs
 	if len(groups) == 0 {
-		if ln.SecurityGroupID, err = l.ensureSecurityGroup(ctx, st, src, region, ln.VPCID, transport); err != nil {
+		if ln.SharedSecurityGroup, err = l.sharedSecurityGroup(ctx, region, ln.VPCID, transport); err != nil {
 			return st, err
 		}
-		groups = []string{ln.SecurityGroupID}
+		if ln.SharedSecurityGroup != "" {
+			groups = []string{ln.SharedSecurityGroup}
+		} else {
+			if ln.SecurityGroupID, err = l.ensureSecurityGroup(ctx, st, src, region, ln.VPCID, transport); err != nil {
+				return st, err
+			}
+			groups = []string{ln.SecurityGroupID}
+		}
 	}
 
 	var loginPub string
@@ -817,6 +825,67 @@ func keyParameterName(cfg Config, buildID string) string {
 // data. Provisioning never reads it: it pins the public half.
 func hostKeyParameterName(cfg Config, buildID string) string {
 	return cfg.withDefaults().KeyPrefix + "/" + buildID + "/host-key"
+}
+
+// sharedSecurityGroup returns the stack's security group for transport if
+// the build can use it: configured, in the build's Region and VPC, and
+// admitting exactly what a temporary group would (SSH from the provisioner
+// for "ssh", nothing otherwise). Else "", and the build gets a temporary
+// group; a shared group that admits more is not used, and said so.
+func (l *Launch) sharedSecurityGroup(ctx context.Context, region, vpc, transport string) (string, error) {
+	id := l.Config.IsolatedSecurityGroup
+	if transport == "ssh" {
+		id = l.Config.InstanceSecurityGroup
+		if l.Config.ProvisionerSecurityGroup == "" {
+			return "", nil
+		}
+	}
+	if id == "" {
+		return "", nil
+	}
+	out, err := l.EC2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{GroupIds: []string{id}}, ec2In(region))
+	switch {
+	case IsNotFound(err):
+		// The stack's group lives in its own Region.
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("describe the stack's security group %s in %s: %w", id, region, err)
+	case len(out.SecurityGroups) != 1 || aws.ToString(out.SecurityGroups[0].VpcId) != vpc:
+		return "", nil
+	}
+	if why := admitsMore(out.SecurityGroups[0].IpPermissions, transport, l.Config.ProvisionerSecurityGroup); why != "" {
+		Logger(ctx).Warn("not using the stack's security group: it "+why+"; the build gets a temporary group", "group", id, "transport", transport)
+		return "", nil
+	}
+	return id, nil
+}
+
+// admitsMore says what of perms goes beyond SSH from source (transport
+// "ssh") or nothing at all (any other), or "" if nothing does.
+func admitsMore(perms []ec2types.IpPermission, transport, source string) string {
+	if transport != "ssh" {
+		if len(perms) > 0 {
+			return "admits inbound traffic"
+		}
+		return ""
+	}
+	ssh := 0
+	for _, p := range perms {
+		if aws.ToString(p.IpProtocol) != "tcp" || aws.ToInt32(p.FromPort) != 22 || aws.ToInt32(p.ToPort) != 22 ||
+			len(p.IpRanges) > 0 || len(p.Ipv6Ranges) > 0 || len(p.PrefixListIds) > 0 {
+			return "admits more than SSH from the provisioner"
+		}
+		for _, pair := range p.UserIdGroupPairs {
+			if aws.ToString(pair.GroupId) != source {
+				return "admits SSH from another group than the provisioner's"
+			}
+			ssh++
+		}
+	}
+	if ssh == 0 {
+		return "does not admit SSH from the provisioner"
+	}
+	return ""
 }
 
 // ensureSecurityGroup finds or creates the build's temporary security

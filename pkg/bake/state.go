@@ -109,11 +109,14 @@ type PlanRef struct {
 
 // Launched is what launch created and learned.
 type Launched struct {
-	Region          string `json:"region"`
-	SourceAMI       string `json:"source_ami"`
-	VPCID           string `json:"vpc_id,omitempty"`
-	SubnetID        string `json:"subnet_id,omitempty"`
-	SecurityGroupID string `json:"security_group_id,omitempty"`
+	Region    string `json:"region"`
+	SourceAMI string `json:"source_ami"`
+	VPCID     string `json:"vpc_id,omitempty"`
+	SubnetID  string `json:"subnet_id,omitempty"`
+	// SecurityGroupID is the build's temporary security group, if it has
+	// one; SharedSecurityGroup the stack's group it uses instead.
+	SecurityGroupID     string `json:"security_group_id,omitempty"`
+	SharedSecurityGroup string `json:"shared_security_group,omitempty"`
 	// KeyPairName is the EC2 key pair holding the login public key.
 	KeyPairName string `json:"key_pair_name,omitempty"`
 	// KeyParameter is the Parameter Store name of the login private key

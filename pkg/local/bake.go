@@ -130,6 +130,10 @@ func (c *Cloud) bakeRef(ctx context.Context, ref bake.RecipeRef, region string, 
 	if err != nil {
 		return nil, err
 	}
+	sshGroup, isolatedGroup, err := c.InstanceSecurityGroups(ctx, region)
+	if err != nil {
+		return nil, err
+	}
 	profile, err := c.BuildInstanceProfile(ctx)
 	if err != nil {
 		return nil, err
@@ -137,6 +141,8 @@ func (c *Cloud) bakeRef(ctx context.Context, ref bake.RecipeRef, region string, 
 	conf := bake.Config{
 		Bucket:                   c.bucket,
 		ProvisionerSecurityGroup: sg,
+		InstanceSecurityGroup:    sshGroup,
+		IsolatedSecurityGroup:    isolatedGroup,
 		ParameterPrefix:          "/kiln",
 		KeyPrefix:                "/kiln/builds",
 		EventBus:                 "default",

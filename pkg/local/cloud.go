@@ -64,25 +64,25 @@ type Cloud struct {
 	bucket   string
 	log      io.Writer
 
-	// provisionerSG is the security group that stands for the
-	// provisioning Lambda's, per Region.
-	mu            sync.Mutex
-	provisionerSG map[string]string
-	sandboxes     map[string]*sandbox.Sandbox // by instance ID
-	captured      map[string]bool             // image IDs whose content is stored
-	agent         *Agent                      // the SSM agent's stand-in, once asked for
-	profile       string                      // the build instance profile, once made
+	mu sync.Mutex
+	// groups are the security groups standing for the stack's (the
+	// provisioning Lambda's, the build instances'), by "<region>/<name>".
+	groups    map[string]string
+	sandboxes map[string]*sandbox.Sandbox // by instance ID
+	captured  map[string]bool             // image IDs whose content is stored
+	agent     *Agent                      // the SSM agent's stand-in, once asked for
+	profile   string                      // the build instance profile, once made
 }
 
 // Start starts (or connects to) the emulator and prepares what the stack
 // would have created: the versioned kiln bucket.
 func Start(ctx context.Context, opts Options) (*Cloud, error) {
 	c := &Cloud{
-		bucket:        opts.Bucket,
-		log:           opts.Log,
-		provisionerSG: map[string]string{},
-		sandboxes:     map[string]*sandbox.Sandbox{},
-		captured:      map[string]bool{},
+		bucket:    opts.Bucket,
+		log:       opts.Log,
+		groups:    map[string]string{},
+		sandboxes: map[string]*sandbox.Sandbox{},
+		captured:  map[string]bool{},
 	}
 	if c.bucket == "" {
 		c.bucket = DefaultBucket
@@ -188,15 +188,38 @@ func (c *Cloud) ensureBucket(ctx context.Context) error {
 
 // ProvisionerSecurityGroup returns the security group standing for the
 // provisioning Lambda's in region's default VPC, creating it once. Build
-// instances' temporary groups admit SSH from it only, as in AWS.
+// instances' groups admit SSH from it only, as in AWS.
 func (c *Cloud) ProvisionerSecurityGroup(ctx context.Context, region string) (string, error) {
+	return c.securityGroup(ctx, region, "kiln-local-provisioner", "stands for kiln's provisioning Lambda in local mode", "")
+}
+
+// InstanceSecurityGroups returns the groups the stack gives build
+// instances in its VPC, here in region's default VPC, creating them once:
+// one admitting SSH from the provisioner only (KILN_INSTANCE_SECURITY_GROUP)
+// and one admitting nothing (KILN_ISOLATED_SECURITY_GROUP).
+func (c *Cloud) InstanceSecurityGroups(ctx context.Context, region string) (ssh, isolated string, err error) {
+	provisioner, err := c.ProvisionerSecurityGroup(ctx, region)
+	if err != nil {
+		return "", "", err
+	}
+	if ssh, err = c.securityGroup(ctx, region, "kiln-local-instances-ssh", "kiln build instances: SSH from the provisioner only", provisioner); err != nil {
+		return "", "", err
+	}
+	if isolated, err = c.securityGroup(ctx, region, "kiln-local-instances-isolated", "kiln build instances: no inbound traffic", ""); err != nil {
+		return "", "", err
+	}
+	return ssh, isolated, nil
+}
+
+// securityGroup finds or creates the group name in region's default VPC,
+// admitting SSH from sshFrom if that is set and nothing else.
+func (c *Cloud) securityGroup(ctx context.Context, region, name, desc, sshFrom string) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if id, ok := c.provisionerSG[region]; ok {
+	if id, ok := c.groups[region+"/"+name]; ok {
 		return id, nil
 	}
 	e := c.EC2(region)
-	const name = "kiln-local-provisioner"
 	out, err := e.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{
 		Filters: []ec2types.Filter{{Name: aws.String("group-name"), Values: []string{name}}},
 	})
@@ -204,8 +227,8 @@ func (c *Cloud) ProvisionerSecurityGroup(ctx context.Context, region string) (st
 		return "", fmt.Errorf("find security group %s: %w", name, err)
 	}
 	if len(out.SecurityGroups) > 0 {
-		c.provisionerSG[region] = aws.ToString(out.SecurityGroups[0].GroupId)
-		return c.provisionerSG[region], nil
+		c.groups[region+"/"+name] = aws.ToString(out.SecurityGroups[0].GroupId)
+		return c.groups[region+"/"+name], nil
 	}
 	vpcs, err := e.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{
 		Filters: []ec2types.Filter{{Name: aws.String("is-default"), Values: []string{"true"}}},
@@ -215,14 +238,27 @@ func (c *Cloud) ProvisionerSecurityGroup(ctx context.Context, region string) (st
 	}
 	sg, err := e.CreateSecurityGroup(ctx, &ec2.CreateSecurityGroupInput{
 		GroupName:   aws.String(name),
-		Description: aws.String("stands for kiln's provisioning Lambda in local mode"),
+		Description: aws.String(desc),
 		VpcId:       vpcs.Vpcs[0].VpcId,
 	})
 	if err != nil {
 		return "", fmt.Errorf("create security group %s: %w", name, err)
 	}
-	c.provisionerSG[region] = aws.ToString(sg.GroupId)
-	return c.provisionerSG[region], nil
+	id := aws.ToString(sg.GroupId)
+	if sshFrom != "" {
+		_, err := e.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{
+			GroupId: aws.String(id),
+			IpPermissions: []ec2types.IpPermission{{
+				IpProtocol: aws.String("tcp"), FromPort: aws.Int32(22), ToPort: aws.Int32(22),
+				UserIdGroupPairs: []ec2types.UserIdGroupPair{{GroupId: aws.String(sshFrom)}},
+			}},
+		})
+		if err != nil {
+			return "", fmt.Errorf("allow SSH into security group %s: %w", name, err)
+		}
+	}
+	c.groups[region+"/"+name] = id
+	return id, nil
 }
 
 // localProfile is the local stand-in for the stack's build instance
