@@ -220,15 +220,21 @@ func (c *Cloud) securityGroup(ctx context.Context, region, name, desc, sshFrom s
 		return id, nil
 	}
 	e := c.EC2(region)
-	out, err := e.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{
-		Filters: []ec2types.Filter{{Name: aws.String("group-name"), Values: []string{name}}},
-	})
-	if err != nil {
-		return "", fmt.Errorf("find security group %s: %w", name, err)
-	}
-	if len(out.SecurityGroups) > 0 {
+	find := func() (string, error) {
+		out, err := e.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{
+			Filters: []ec2types.Filter{{Name: aws.String("group-name"), Values: []string{name}}},
+		})
+		if err != nil {
+			return "", fmt.Errorf("find security group %s: %w", name, err)
+		}
+		if len(out.SecurityGroups) == 0 {
+			return "", nil
+		}
 		c.groups[region+"/"+name] = aws.ToString(out.SecurityGroups[0].GroupId)
 		return c.groups[region+"/"+name], nil
+	}
+	if id, err := find(); id != "" || err != nil {
+		return id, err
 	}
 	vpcs, err := e.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{
 		Filters: []ec2types.Filter{{Name: aws.String("is-default"), Values: []string{"true"}}},
@@ -241,6 +247,10 @@ func (c *Cloud) securityGroup(ctx context.Context, region, name, desc, sshFrom s
 		Description: aws.String(desc),
 		VpcId:       vpcs.Vpcs[0].VpcId,
 	})
+	if bake.AWSCode(err) == "InvalidGroup.Duplicate" {
+		// Another Cloud on the same emulator made it just now.
+		return find()
+	}
 	if err != nil {
 		return "", fmt.Errorf("create security group %s: %w", name, err)
 	}
@@ -281,11 +291,18 @@ func (c *Cloud) BuildInstanceProfile(ctx context.Context) (string, error) {
 		if _, err := i.CreateRole(ctx, &iam.CreateRoleInput{RoleName: aws.String(localProfile), AssumeRolePolicyDocument: aws.String(trust)}); err != nil && bake.AWSCode(err) != "EntityAlreadyExists" {
 			return "", fmt.Errorf("create role %s: %w", localProfile, err)
 		}
-		if _, err := i.CreateInstanceProfile(ctx, &iam.CreateInstanceProfileInput{InstanceProfileName: aws.String(localProfile)}); err != nil {
+		// Another Cloud on the same emulator may be making it too: what
+		// it made first is as good.
+		_, err := i.CreateInstanceProfile(ctx, &iam.CreateInstanceProfileInput{InstanceProfileName: aws.String(localProfile)})
+		switch {
+		case bake.AWSCode(err) == "EntityAlreadyExists":
+		case err != nil:
 			return "", fmt.Errorf("create instance profile %s: %w", localProfile, err)
-		}
-		if _, err := i.AddRoleToInstanceProfile(ctx, &iam.AddRoleToInstanceProfileInput{InstanceProfileName: aws.String(localProfile), RoleName: aws.String(localProfile)}); err != nil {
-			return "", fmt.Errorf("add role to instance profile %s: %w", localProfile, err)
+		default:
+			_, err := i.AddRoleToInstanceProfile(ctx, &iam.AddRoleToInstanceProfileInput{InstanceProfileName: aws.String(localProfile), RoleName: aws.String(localProfile)})
+			if err != nil && bake.AWSCode(err) != "LimitExceeded" {
+				return "", fmt.Errorf("add role to instance profile %s: %w", localProfile, err)
+			}
 		}
 	} else if err != nil {
 		return "", fmt.Errorf("find instance profile %s: %w", localProfile, err)
