@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -275,15 +274,7 @@ func (p *progress) summary(res *local.BakeResult, wall time.Duration) error {
 }
 
 // lambdaMessage extracts errorMessage from a Lambda error Cause.
-func lambdaMessage(cause string) string {
-	var c struct {
-		ErrorMessage string `json:"errorMessage"`
-	}
-	if json.Unmarshal([]byte(cause), &c) == nil && c.ErrorMessage != "" {
-		return c.ErrorMessage
-	}
-	return cause
-}
+func lambdaMessage(cause string) string { return bake.Failure{Cause: cause}.Message() }
 
 func indent(s, prefix string) string {
 	return strings.ReplaceAll(s, "\n", "\n"+prefix)

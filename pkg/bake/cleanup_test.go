@@ -315,13 +315,18 @@ func TestCleanupErrors(t *testing.T) {
 			st := e.baked(e.launched(e.testSource()))
 			e.cloud.PutObject(testBucket, StagedPrefix(st.BuildID)+"x", []byte("x"))
 			if c.failed {
-				st.Error = &Failure{Error: "ProvisionFailed", Cause: "x"}
+				st.Error = &Failure{Error: "ProvisionFailed", Cause: `{"errorMessage":"provision: shell \"install\" exited 3","errorType":"ProvisionFailed"}`}
 			}
 			e.cloud.Fail(c.fault)
 			st, err, _ := e.cleanupUntilDone(st)
 			var ce *CleanupError
 			if !errors.As(err, &ce) || !strings.Contains(err.Error(), c.wantErr) || !strings.Contains(err.Error(), c.fault.Code) {
 				t.Fatalf("Cleanup.Run = %v, want a CleanupError about %s (%s)", err, c.wantErr, c.fault.Code)
+			}
+			// The execution ends with cleanup's error: it still tells why
+			// the bake went to cleanup.
+			if after := `the bake had failed: ProvisionFailed: provision: shell "install" exited 3`; c.failed != strings.Contains(err.Error(), after) {
+				t.Errorf("Cleanup.Run = %v; mentions %q: %v, want %v", err, after, !c.failed, c.failed)
 			}
 			if got := routedName(ForLambda("cleanup", err)); got != "CleanupIncomplete" {
 				t.Errorf("ForLambda = %s, want CleanupIncomplete", got)

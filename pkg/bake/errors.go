@@ -72,10 +72,17 @@ func (e *WaitTimeoutError) Error() string {
 // CleanupError lists the resources cleanup could not delete.
 type CleanupError struct {
 	Errs []error
+	// After is the failure that sent the bake to cleanup, if one did: the
+	// execution ends with cleanup's error, which must not hide it.
+	After *Failure
 }
 
 func (e *CleanupError) Error() string {
-	return "cleanup incomplete: " + errors.Join(e.Errs...).Error()
+	msg := "cleanup incomplete: " + errors.Join(e.Errs...).Error()
+	if e.After != nil {
+		msg += "\n(cleanup ran because the bake had failed: " + e.After.Error + ": " + e.After.Message() + ")"
+	}
+	return msg
 }
 
 func (e *CleanupError) Unwrap() []error { return e.Errs }

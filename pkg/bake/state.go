@@ -254,6 +254,19 @@ type Failure struct {
 	Cause string `json:"Cause"`
 }
 
+// Message is the failure's message: a Lambda error's errorMessage (its
+// Cause is the JSON {"errorMessage": ..., "errorType": ...}), else the
+// Cause as it is.
+func (f Failure) Message() string {
+	var c struct {
+		ErrorMessage string `json:"errorMessage"`
+	}
+	if json.Unmarshal([]byte(f.Cause), &c) == nil && c.ErrorMessage != "" {
+		return c.ErrorMessage
+	}
+	return f.Cause
+}
+
 // CleanupReport says what cleanup removed and what it could not.
 type CleanupReport struct {
 	Deleted []string `json:"deleted,omitempty"`
