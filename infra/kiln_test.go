@@ -804,7 +804,7 @@ func TestStagePolicies(t *testing.T) {
 			"ec2:ModifyImageAttribute", "ec2:ModifyInstanceAttribute", "ec2:StopInstances", "s3:GetObject"},
 		"distribute": {"ec2:CopyImage", "ec2:CreateTags", "ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:EnableImageDeprecation", "ec2:ModifyImageAttribute",
 			"ec2:ModifySnapshotAttribute", "events:PutEvents", "s3:GetObject", "s3:ListBucket", "s3:PutObject", "ssm:PutParameter"},
-		"cleanup": {"ec2:CreateTags", "ec2:DeleteKeyPair", "ec2:DeleteSecurityGroup", "ec2:DeleteSnapshot", "ec2:DeregisterImage", "ec2:TerminateInstances",
+		"cleanup": {"ec2:CreateTags", "ec2:DeleteKeyPair", "ec2:DeleteSecurityGroup", "ec2:DeleteSnapshot", "ec2:DeleteVolume", "ec2:DeregisterImage", "ec2:TerminateInstances",
 			"logs:DeleteLogGroup", "s3:DeleteObject", "s3:GetObject", "s3:ListBucket", "ssm:CancelCommand", "ssm:DeleteParameter",
 			"ssm:GetParameter", "ssm:GetParameterHistory", "ssm:GetParametersByPath", "ssm:ListCommands", "ssm:PutParameter"},
 	}

@@ -40,6 +40,7 @@ var ResourceStarActions = []string{
 	"ec2:DescribeImages", "ec2:DescribeInstances", "ec2:DescribeKeyPairs",
 	"ec2:DescribeSecurityGroups", "ec2:DescribeSnapshots", "ec2:DescribeSubnets",
 	"ec2:DescribeVpcs", "ec2:DescribeNetworkInterfaces", "ec2:DescribeLaunchTemplateVersions",
+	"ec2:DescribeVolumes",
 	// SSM Run Command's reads and CancelCommand (session_manager): no
 	// resource types (Service Authorization Reference).
 	"ssm:DescribeInstanceInformation", "ssm:ListCommands", "ssm:GetCommandInvocation", "ssm:CancelCommand",
@@ -64,7 +65,7 @@ var DestructiveEC2Actions = []string{
 	"ec2:TerminateInstances", "ec2:StopInstances", "ec2:ModifyInstanceAttribute",
 	"ec2:DeleteSecurityGroup", "ec2:AuthorizeSecurityGroupIngress", "ec2:DeleteKeyPair",
 	"ec2:DeregisterImage", "ec2:DeleteSnapshot", "ec2:ModifyImageAttribute",
-	"ec2:ModifySnapshotAttribute", "ec2:EnableImageDeprecation",
+	"ec2:ModifySnapshotAttribute", "ec2:EnableImageDeprecation", "ec2:DeleteVolume",
 }
 
 // CreatingEC2Actions map the EC2 actions that create resources to the
@@ -450,8 +451,11 @@ func (r resources) distributePolicy() []statement {
 // it failed, in every Region, only where kiln's tag is.
 func (r resources) cleanupPolicy() []statement {
 	s := []statement{
-		{sid: "Describe", actions: []string{"ec2:DescribeInstances", "ec2:DescribeSecurityGroups", "ec2:DescribeKeyPairs", "ec2:DescribeImages", "ec2:DescribeSnapshots"}, resources: star()},
+		{sid: "Describe", actions: []string{"ec2:DescribeInstances", "ec2:DescribeSecurityGroups", "ec2:DescribeKeyPairs", "ec2:DescribeImages", "ec2:DescribeSnapshots", "ec2:DescribeVolumes"}, resources: star()},
 		{sid: "TerminateKilnInstances", actions: []string{"ec2:TerminateInstances"}, resources: r.ec2("instance"), conditions: onKilnResource},
+		// Volumes a recipe keeps on termination (delete_on_termination =
+		// false) outlive the instance; RunInstances tagged them.
+		{sid: "DeleteKilnVolumes", actions: []string{"ec2:DeleteVolume"}, resources: r.ec2("volume"), conditions: onKilnResource},
 		{sid: "DeleteKilnSecurityGroups", actions: []string{"ec2:DeleteSecurityGroup"}, resources: r.ec2("security-group"), conditions: onKilnResource},
 		{sid: "DeleteKilnKeyPairs", actions: []string{"ec2:DeleteKeyPair"}, resources: r.ec2("key-pair"), conditions: onKilnResource},
 		{sid: "TagKilnSnapshotsBeforeDeleting", actions: []string{"ec2:CreateTags"}, resources: r.ec2("snapshot"), conditions: onKilnResource},

@@ -29,11 +29,13 @@ type cleanupAPI interface {
 	ec2.DescribeKeyPairsAPIClient
 	ec2.DescribeImagesAPIClient
 	ec2.DescribeSnapshotsAPIClient
+	ec2.DescribeVolumesAPIClient
 	TerminateInstances(ctx context.Context, in *ec2.TerminateInstancesInput, optFns ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
 	DeleteSecurityGroup(ctx context.Context, in *ec2.DeleteSecurityGroupInput, optFns ...func(*ec2.Options)) (*ec2.DeleteSecurityGroupOutput, error)
 	DeleteKeyPair(ctx context.Context, in *ec2.DeleteKeyPairInput, optFns ...func(*ec2.Options)) (*ec2.DeleteKeyPairOutput, error)
 	DeregisterImage(ctx context.Context, in *ec2.DeregisterImageInput, optFns ...func(*ec2.Options)) (*ec2.DeregisterImageOutput, error)
 	DeleteSnapshot(ctx context.Context, in *ec2.DeleteSnapshotInput, optFns ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error)
+	DeleteVolume(ctx context.Context, in *ec2.DeleteVolumeInput, optFns ...func(*ec2.Options)) (*ec2.DeleteVolumeOutput, error)
 	CreateTags(ctx context.Context, in *ec2.CreateTagsInput, optFns ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
 }
 
@@ -69,7 +71,8 @@ type cleanupLogAPI interface {
 }
 
 // DefaultCleanupTimeout bounds how long cleanup waits for the instance to
-// terminate before it reports the security group as not deleted.
+// terminate before it reports the security group and the volumes it kept
+// as not deleted.
 const DefaultCleanupTimeout = 15 * time.Minute
 
 // StagedPrefix is where a build's staged files live in the kiln bucket;
@@ -78,9 +81,9 @@ func StagedPrefix(buildID string) string { return "builds/" + buildID + "/staged
 
 // Cleanup is the cleanup stage, which every bake ends with, successful or
 // not. Its one action, "run", removes the build's temporaries (instance,
-// security group, key pair, stored key, staged files, and for
-// session_manager builds the command log group, after cancelling the
-// commands that still run) always, and the
+// the volumes it kept on termination, security group, key pair, stored
+// key, staged files, and for session_manager builds the command log group,
+// after cancelling the commands that still run) always, and the
 // images and snapshots the build made in every Region when it failed
 // (st.Error set). It finds resources from the state and by the kiln:build
 // tag, so it works from a nearly empty state; it never touches a resource
@@ -104,7 +107,8 @@ type Cleanup struct {
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
 	// Timeout bounds the wait for the instance to terminate (the security
-	// group cannot go before it); zero means DefaultCleanupTimeout.
+	// group and the volumes it kept cannot go before it); zero means
+	// DefaultCleanupTimeout.
 	Timeout time.Duration
 }
 
@@ -131,7 +135,7 @@ type cleanupRound struct {
 	deleted []string
 	errs    []error
 	// waiting names what must go away before the round can finish (an
-	// instance still shutting down).
+	// instance still shutting down, holding a group or volume).
 	waiting []string
 	// late is set once the wait has exceeded its bound.
 	late bool
@@ -147,10 +151,11 @@ func (r *cleanupRound) fail(region, kind, id string, err error) {
 
 // Run removes what the build made; see Cleanup. It fills st.Cleanup with
 // what it deleted (over all runs) and could not delete. While the instance
-// is still shutting down and the security group therefore cannot go yet, it
-// returns a not-ready st.Wait, so the state machine waits and runs it
-// again; when done, st.Wait is ready. Anything it could not delete is
-// reported as one *CleanupError.
+// is still shutting down and the security group and the volumes it keeps
+// (delete_on_termination = false) therefore cannot go yet, it returns a
+// not-ready st.Wait, so the state machine waits and runs it again; when
+// done, st.Wait is ready. Anything it could not delete is reported as one
+// *CleanupError.
 func (c *Cleanup) Run(ctx context.Context, st State) (State, error) {
 	buildID := st.BuildID
 	if buildID == "" && st.Recipe.Key != "" {
@@ -208,6 +213,7 @@ func (c *Cleanup) Run(ctx context.Context, st State) (State, error) {
 			// snapshot stage did not remove it already.
 			r.images(ctx, st, home, []string{st.Image.Intermediate}, nil, false)
 		}
+		r.volumes(ctx, home, alive)
 		r.securityGroups(ctx, st, home, alive)
 		r.logGroup(ctx, st, home)
 	}
@@ -223,7 +229,7 @@ func (c *Cleanup) Run(ctx context.Context, st State) (State, error) {
 		log.Info("deleted", "resource", d)
 	}
 	if len(r.errs) > 0 {
-		return st, &CleanupError{Errs: r.errs}
+		return st, &CleanupError{Errs: r.errs, After: st.Error}
 	}
 	if len(r.waiting) > 0 {
 		// Termination takes about as long as a stop. Cleanup need not
@@ -498,6 +504,84 @@ func (r *cleanupRound) securityGroups(ctx context.Context, st State, region stri
 			r.fail(region, "security-group", id, fmt.Errorf("delete: %w", err))
 		}
 	}
+}
+
+// volumes deletes the build's volumes that outlive its instance: those of
+// launch_block_device_mappings with delete_on_termination = false, which
+// the AMI's mapping inherits, but which TerminateInstances leaves behind.
+// They carry the build's tag from RunInstances. A volume is deleted once
+// it is available; while it is still attached (its instance shutting
+// down) the round waits, until the bound. A volume EC2 deletes with an
+// instance alive lists (delete-on-termination) is left to EC2, so a build
+// without such volumes waits for nothing.
+func (r *cleanupRound) volumes(ctx context.Context, region string, alive []string) {
+	api := r.c.EC2
+	found := map[string]ec2types.Volume{}
+	p := ec2.NewDescribeVolumesPaginator(api, &ec2.DescribeVolumesInput{Filters: []ec2types.Filter{buildFilter(r.buildID)}})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx, ec2In(region))
+		if err != nil {
+			r.fail(region, "volumes", "tagged "+r.buildID, fmt.Errorf("describe: %w", err))
+			break
+		}
+		for _, v := range out.Volumes {
+			found[aws.ToString(v.VolumeId)] = v
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(found)) {
+		v := found[id]
+		if !r.owned(region, "volume", id, v.Tags) {
+			continue
+		}
+		var attached []string
+		goesWithInstance := len(v.Attachments) > 0
+		for _, a := range v.Attachments {
+			inst := aws.ToString(a.InstanceId)
+			attached = append(attached, inst)
+			if !aws.ToBool(a.DeleteOnTermination) || !slices.Contains(alive, inst) {
+				goesWithInstance = false
+			}
+		}
+		switch v.State {
+		case ec2types.VolumeStateDeleted:
+			continue
+		case ec2types.VolumeStateAvailable, ec2types.VolumeStateError:
+		default: // in-use, creating, deleting
+			if goesWithInstance {
+				continue
+			}
+			r.waitVolume(region, id, attached, fmt.Errorf("still %s", v.State))
+			continue
+		}
+		_, err := api.DeleteVolume(ctx, &ec2.DeleteVolumeInput{VolumeId: aws.String(id)}, ec2In(region))
+		switch {
+		case err == nil:
+			r.done(region, "volume", id)
+		case IsNotFound(err):
+		case AWSCode(err) == "VolumeInUse" || AWSCode(err) == "IncorrectState":
+			// Attached again, or changing, since it was described.
+			r.waitVolume(region, id, attached, fmt.Errorf("delete: %w", err))
+		default:
+			r.fail(region, "volume", id, fmt.Errorf("delete: %w", err))
+		}
+	}
+}
+
+// waitVolume makes the round wait for a volume that cannot go yet, or,
+// once the wait is over its bound, reports it with why.
+func (r *cleanupRound) waitVolume(region, id string, attached []string, why error) {
+	if r.late {
+		if len(attached) > 0 {
+			why = fmt.Errorf("attached to %s: %w", strings.Join(attached, ", "), why)
+		}
+		r.fail(region, "volume", id, why)
+		return
+	}
+	what := "volume " + id
+	if len(attached) > 0 {
+		what = "instance " + strings.Join(attached, ", ") + " terminated, then " + what
+	}
+	r.waiting = append(r.waiting, what)
 }
 
 // keyPairs deletes the build's login key pair. A key pair counts as the

@@ -17,14 +17,16 @@ package bake
 //   - ModifyInstanceAttribute (EnaSupport, SriovNetSupport) needs a stopped
 //     instance; CreateImage takes them from the instance.
 //   - Describe* by ID answers <Resource>.NotFound (InvalidInstanceID.NotFound,
-//     InvalidAMIID.NotFound, InvalidGroup.NotFound, ...) as a
-//     *smithy.GenericAPIError, so AWSCode/IsNotFound work on it. With
+//     InvalidAMIID.NotFound, InvalidGroup.NotFound, InvalidVolume.NotFound,
+//     ...) as a *smithy.GenericAPIError, so AWSCode/IsNotFound work on it. With
 //     c.Delays.Invisible > 0 new instances and images stay NotFound for that
 //     long (eventual consistency).
 //   - DeleteSecurityGroup answers DependencyViolation while a non-terminated
 //     instance uses the group; DeleteSnapshot answers InvalidSnapshot.InUse
-//     while a registered image uses the snapshot; DeleteKeyPair succeeds for
-//     a missing key; DeleteParameter answers ParameterNotFound.
+//     while a registered image uses the snapshot; DeleteVolume answers
+//     VolumeInUse while the volume is attached (in-use) and deletes an
+//     available one at once; DeleteKeyPair succeeds for a missing key;
+//     DeleteParameter answers ParameterNotFound.
 //   - PutParameter with Tags and Overwrite together is a ValidationException.
 //   - RunInstances rejects NetworkInterfaces together with SubnetId or
 //     SecurityGroupIds (InvalidParameterCombination), user data that is not
@@ -39,8 +41,9 @@ package bake
 //   - Time is a fake clock (c.Now, c.Advance). Instances go pending→running
 //     after Delays.Running, stopping→stopped after Delays.Stopping,
 //     shutting-down→terminated after Delays.Terminating (then their
-//     delete-on-termination volumes go); images and snapshots pending→
-//     available after Delays.Image (CreateImage) or Delays.Copy (CopyImage).
+//     delete-on-termination volumes go, and the others become available,
+//     detached); images and snapshots pending→available after Delays.Image
+//     (CreateImage) or Delays.Copy (CopyImage).
 //     Set a delay to 0 for instant transitions, as moto does.
 //
 // Test hooks:
@@ -782,12 +785,22 @@ func (c *fakeCloud) settleLocked() {
 				c.setInstanceState(r, in, ec2types.InstanceStateNameTerminated, 0)
 			}
 		}
-		for _, in := range r.instances {
-			if in.State.Name == ec2types.InstanceStateNameTerminated {
-				for _, m := range in.BlockDeviceMappings {
-					if m.Ebs != nil && aws.ToBool(m.Ebs.DeleteOnTermination) {
-						delete(r.volumes, aws.ToString(m.Ebs.VolumeId))
-					}
+		for id, in := range r.instances {
+			if in.State.Name != ec2types.InstanceStateNameTerminated {
+				continue
+			}
+			for _, m := range in.BlockDeviceMappings {
+				if m.Ebs == nil {
+					continue
+				}
+				vid := aws.ToString(m.Ebs.VolumeId)
+				if aws.ToBool(m.Ebs.DeleteOnTermination) {
+					delete(r.volumes, vid)
+				} else if v := r.volumes[vid]; v != nil && fakeAttachedTo(v, id) {
+					// It outlives the instance, detached: a leak unless
+					// someone deletes it.
+					v.State = ec2types.VolumeStateAvailable
+					v.Attachments = nil
 				}
 			}
 		}
@@ -1580,7 +1593,8 @@ func (f *fakeEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInput, o
 					VolumeId: aws.String(vid), Size: e.VolumeSize, VolumeType: e.VolumeType, SnapshotId: e.SnapshotId,
 					Encrypted: aws.Bool(aws.ToBool(e.Encrypted)), KmsKeyId: e.KmsKeyId, Iops: e.Iops, Throughput: e.Throughput,
 					AvailabilityZone: subnet.AvailabilityZone, State: ec2types.VolumeStateInUse, Tags: volTags, CreateTime: aws.Time(c.now),
-					Attachments: []ec2types.VolumeAttachment{{InstanceId: aws.String(id), Device: aws.String(d.name), DeleteOnTermination: e.DeleteOnTermination}},
+					Attachments: []ec2types.VolumeAttachment{{InstanceId: aws.String(id), VolumeId: aws.String(vid), Device: aws.String(d.name),
+						DeleteOnTermination: e.DeleteOnTermination, State: ec2types.VolumeAttachmentStateAttached, AttachTime: aws.Time(c.now)}},
 				}
 				inst.BlockDeviceMappings = append(inst.BlockDeviceMappings, ec2types.InstanceBlockDeviceMapping{
 					DeviceName: aws.String(d.name),
@@ -2015,6 +2029,76 @@ func (f *fakeEC2) DescribeSnapshots(ctx context.Context, in *ec2.DescribeSnapsho
 			}
 		}
 		return out, nil
+	})
+}
+
+// fakeAttachedTo reports whether volume v is attached to instance id.
+func fakeAttachedTo(v *ec2types.Volume, id string) bool {
+	return slices.ContainsFunc(v.Attachments, func(a ec2types.VolumeAttachment) bool { return aws.ToString(a.InstanceId) == id })
+}
+
+func (f *fakeEC2) DescribeVolumes(ctx context.Context, in *ec2.DescribeVolumesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeVolumesOutput, error) {
+	return fakeDo(ctx, f.c, f.regionOf(optFns), "DescribeVolumes", func(r *fakeRegion) (*ec2.DescribeVolumesOutput, error) {
+		for _, id := range in.VolumeIds {
+			if !strings.HasPrefix(id, "vol-") {
+				return nil, fakeAPIErr("InvalidVolumeID.Malformed", "Invalid id: %q", id)
+			}
+			if r.volumes[id] == nil {
+				return nil, fakeAPIErr("InvalidVolume.NotFound", "The volume '%s' does not exist.", id)
+			}
+		}
+		out := &ec2.DescribeVolumesOutput{}
+		for _, id := range slices.Sorted(maps.Keys(r.volumes)) {
+			v := r.volumes[id]
+			if len(in.VolumeIds) > 0 && !slices.Contains(in.VolumeIds, id) {
+				continue
+			}
+			fields := map[string][]string{
+				"volume-id": {id}, "status": {string(v.State)}, "availability-zone": {aws.ToString(v.AvailabilityZone)},
+				"volume-type": {string(v.VolumeType)}, "size": {strconv.Itoa(int(aws.ToInt32(v.Size)))},
+				"snapshot-id": {aws.ToString(v.SnapshotId)}, "encrypted": fakeBool(v.Encrypted),
+				"attachment.instance-id": nil, "attachment.device": nil, "attachment.status": nil, "attachment.delete-on-termination": nil,
+			}
+			for _, a := range v.Attachments {
+				fields["attachment.instance-id"] = append(fields["attachment.instance-id"], aws.ToString(a.InstanceId))
+				fields["attachment.device"] = append(fields["attachment.device"], aws.ToString(a.Device))
+				fields["attachment.status"] = append(fields["attachment.status"], string(a.State))
+				fields["attachment.delete-on-termination"] = append(fields["attachment.delete-on-termination"], fakeBool(a.DeleteOnTermination)...)
+			}
+			ok, err := fakeMatch(in.Filters, fields, v.Tags)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				cp := *v
+				cp.Attachments = slices.Clone(v.Attachments)
+				out.Volumes = append(out.Volumes, cp)
+			}
+		}
+		return out, nil
+	})
+}
+
+func (f *fakeEC2) DeleteVolume(ctx context.Context, in *ec2.DeleteVolumeInput, optFns ...func(*ec2.Options)) (*ec2.DeleteVolumeOutput, error) {
+	return fakeDo(ctx, f.c, f.regionOf(optFns), "DeleteVolume", func(r *fakeRegion) (*ec2.DeleteVolumeOutput, error) {
+		id := aws.ToString(in.VolumeId)
+		v := r.volumes[id]
+		if v == nil {
+			return nil, fakeAPIErr("InvalidVolume.NotFound", "The volume '%s' does not exist.", id)
+		}
+		switch v.State {
+		case ec2types.VolumeStateInUse:
+			var to []string
+			for _, a := range v.Attachments {
+				to = append(to, aws.ToString(a.InstanceId))
+			}
+			return nil, fakeAPIErr("VolumeInUse", "Volume %s is currently attached to %s", id, strings.Join(to, ", "))
+		case ec2types.VolumeStateAvailable, ec2types.VolumeStateError:
+		default:
+			return nil, fakeAPIErr("IncorrectState", "The volume '%s' is '%s'", id, v.State)
+		}
+		delete(r.volumes, id)
+		return &ec2.DeleteVolumeOutput{}, nil
 	})
 }
 
@@ -2667,6 +2751,49 @@ func TestFakeCloudSemantics(t *testing.T) {
 	c.Advance(time.Minute)
 	if _, err := e.DeleteSecurityGroup(ctx, &ec2.DeleteSecurityGroupInput{GroupId: sg.GroupId}, in); err != nil {
 		t.Errorf("DeleteSecurityGroup(after termination) = %v", err)
+	}
+
+	// A volume kept on termination: in use, then available and deletable.
+	volTags := []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeVolume, Tags: fakeTags(map[string]string{TagBuild: "b2"})}}
+	id4, err := e.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: aws.String(base), InstanceType: "t3.micro", MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+		TagSpecifications: volTags, BlockDeviceMappings: []ec2types.BlockDeviceMapping{{DeviceName: aws.String("/dev/xvdb"),
+			Ebs: &ec2types.EbsBlockDevice{VolumeSize: aws.Int32(10), DeleteOnTermination: aws.Bool(false)}}}}, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i4 := aws.ToString(id4.Instances[0].InstanceId)
+	kept := func(status string) []ec2types.Volume {
+		t.Helper()
+		out, err := e.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: []ec2types.Filter{
+			{Name: aws.String("tag:" + TagBuild), Values: []string{"b2"}}, {Name: aws.String("attachment.delete-on-termination"), Values: []string{"false"}},
+			{Name: aws.String("status"), Values: []string{status}}}}, in)
+		if err != nil {
+			t.Fatalf("DescribeVolumes: %v", err)
+		}
+		return out.Volumes
+	}
+	vols := kept("in-use")
+	if len(vols) != 1 || aws.ToString(vols[0].Attachments[0].InstanceId) != i4 {
+		t.Fatalf("DescribeVolumes(kept, in-use) = %+v, want the volume of %s", vols, i4)
+	}
+	vol := vols[0].VolumeId
+	if _, err := e.DeleteVolume(ctx, &ec2.DeleteVolumeInput{VolumeId: vol}, in); AWSCode(err) != "VolumeInUse" {
+		t.Errorf("DeleteVolume(in use) = %v, want VolumeInUse", err)
+	}
+	e.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{i4}}, in)
+	c.Advance(time.Minute)
+	out4, err := e.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{aws.ToString(vol)}}, in)
+	if err != nil || len(out4.Volumes) != 1 || out4.Volumes[0].State != ec2types.VolumeStateAvailable || len(out4.Volumes[0].Attachments) != 0 {
+		t.Fatalf("DescribeVolumes(%s) after termination = %+v, %v; want it available, detached", aws.ToString(vol), out4, err)
+	}
+	if _, err := e.DeleteVolume(ctx, &ec2.DeleteVolumeInput{VolumeId: vol}, in); err != nil {
+		t.Errorf("DeleteVolume(available) = %v", err)
+	}
+	if _, err := e.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{aws.ToString(vol)}}, in); AWSCode(err) != "InvalidVolume.NotFound" || !IsNotFound(err) {
+		t.Errorf("DescribeVolumes(deleted) = %v, want InvalidVolume.NotFound", err)
+	}
+	if _, err := e.DeleteVolume(ctx, &ec2.DeleteVolumeInput{VolumeId: vol}, in); AWSCode(err) != "InvalidVolume.NotFound" {
+		t.Errorf("DeleteVolume(deleted) = %v, want InvalidVolume.NotFound", err)
 	}
 
 	// Owners and SSM tag/overwrite rule.

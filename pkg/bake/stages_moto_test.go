@@ -16,7 +16,10 @@ package bake
 //     the wait);
 //   - moto answers 500 to a snapshot TagSpecification on CreateImage, so
 //     the failed-build test tags the image at creation and its snapshots
-//     with CreateTags, as the snapshot stage does.
+//     with CreateTags, as the snapshot stage does;
+//   - moto's DescribeVolumes leaves DeleteOnTermination out of a volume's
+//     attachments, so TestMotoStagesKeptVolumeCleanup tells the kept volume
+//     by the instance's block device mapping.
 
 import (
 	"context"
@@ -94,11 +97,18 @@ func motoStagesSetup(t *testing.T) *motoStagesWorld {
 // stage's Lambda handler (JSON round trip included).
 func (w *motoStagesWorld) motoStagesPlan() State {
 	w.t.Helper()
-	body, err := os.ReadFile("testdata/stages/moto.pkr.hcl")
+	return w.motoStagesPlanEdited(func(body string) string { return body })
+}
+
+// motoStagesPlanEdited is motoStagesPlan with the recipe changed by edit.
+func (w *motoStagesWorld) motoStagesPlanEdited(edit func(body string) string) State {
+	w.t.Helper()
+	raw, err := os.ReadFile("testdata/stages/moto.pkr.hcl")
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	out, err := w.s3.PutObject(w.ctx, &s3.PutObjectInput{Bucket: aws.String(motoStagesRecipes), Key: aws.String("recipes/moto-app.pkr.hcl"), Body: strings.NewReader(string(body))})
+	body := edit(string(raw))
+	out, err := w.s3.PutObject(w.ctx, &s3.PutObjectInput{Bucket: aws.String(motoStagesRecipes), Key: aws.String("recipes/moto-app.pkr.hcl"), Body: strings.NewReader(body)})
 	if err != nil {
 		w.t.Fatalf("PutObject(recipe) = %v", err)
 	}
@@ -135,6 +145,13 @@ func (w *motoStagesWorld) motoStagesLive(st State) []string {
 				out = append(out, "instance "+aws.ToString(i.InstanceId))
 			}
 		}
+	}
+	vols, err := w.ec2.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: []ec2types.Filter{buildFilter(st.BuildID)}}, in)
+	if err != nil {
+		w.t.Fatalf("DescribeVolumes = %v", err)
+	}
+	for _, v := range vols.Volumes {
+		out = append(out, "volume "+aws.ToString(v.VolumeId))
 	}
 	sgs, err := w.ec2.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []ec2types.Filter{buildFilter(st.BuildID)}}, in)
 	if err != nil {
@@ -285,8 +302,8 @@ func TestMotoStagesLaunchAndCleanup(t *testing.T) {
 		t.Errorf("check: Wait %+v, private IP %q", st.Wait, st.Launch.PrivateIP)
 	}
 
-	if live := w.motoStagesLive(st); len(live) != 5 {
-		t.Errorf("after launch: %v, want instance, group, key pair, login and host key parameters", live)
+	if live := w.motoStagesLive(st); len(live) != 6 {
+		t.Errorf("after launch: %v, want instance, volume, group, key pair, login and host key parameters", live)
 	}
 	st = w.motoStagesAct("cleanup", w.cleanup.Actions(), "run", st)
 	if !st.Wait.Ready {
@@ -311,7 +328,7 @@ func TestMotoStagesRerunMakesNothingTwice(t *testing.T) {
 	if second.Launch.InstanceID != first.Launch.InstanceID || second.Launch.SecurityGroupID != first.Launch.SecurityGroupID || second.Launch.HostKey != first.Launch.HostKey {
 		t.Errorf("rerun launched %+v, first %+v", second.Launch, first.Launch)
 	}
-	if live := w.motoStagesLive(first); len(live) != 5 {
+	if live := w.motoStagesLive(first); len(live) != 6 {
 		t.Errorf("after two runs: %v, want one of each", live)
 	}
 	// Cleanup from the input alone (as after a failure in "plan" or a lost
@@ -386,6 +403,68 @@ func TestMotoStagesFailedBuildCleanup(t *testing.T) {
 	}
 	if after := ownSnaps(motoStagesRegion); after != before-len(snaps) {
 		t.Errorf("own snapshots in %s: %d before, %d after, want %d deleted", motoStagesRegion, before, after, len(snaps))
+	}
+}
+
+// TestMotoStagesKeptVolumeCleanup: a launch volume with
+// delete_on_termination = false outlives the instance (moto 5.2.5, like
+// AWS, detaches it on termination and keeps it, available); cleanup
+// deletes it.
+func TestMotoStagesKeptVolumeCleanup(t *testing.T) {
+	w := motoStagesSetup(t)
+	const mapping = "  launch_block_device_mappings {\n"
+	st := w.motoStagesPlanEdited(func(body string) string {
+		if !strings.Contains(body, mapping) {
+			t.Fatalf("moto.pkr.hcl has no %q to add a volume next to", mapping)
+		}
+		return strings.Replace(body, mapping, mapping+`    device_name           = "/dev/sdb"
+    volume_size           = 4
+    volume_type           = "gp3"
+    delete_on_termination = false
+  }
+`+mapping, 1)
+	})
+	st = w.motoStagesAct("launch", w.launch.Actions(), "run", st)
+	st = w.motoStagesAct("launch", w.launch.Actions(), "check", st)
+	ctx, in := w.ctx, ec2In(motoStagesRegion)
+	tagged := func() []ec2types.Volume {
+		t.Helper()
+		out, err := w.ec2.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: []ec2types.Filter{buildFilter(st.BuildID)}}, in)
+		if err != nil {
+			t.Fatalf("DescribeVolumes(tagged) = %v", err)
+		}
+		return out.Volumes
+	}
+	// The instance's mapping says which volume is kept (moto's
+	// DescribeVolumes leaves DeleteOnTermination out of attachments).
+	insts, err := w.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{st.Launch.InstanceID}}, in)
+	if err != nil || len(insts.Reservations) != 1 {
+		t.Fatalf("DescribeInstances(%s) = %v", st.Launch.InstanceID, err)
+	}
+	var kept string
+	for _, m := range insts.Reservations[0].Instances[0].BlockDeviceMappings {
+		if m.Ebs != nil && aws.ToString(m.DeviceName) == "/dev/sdb" && !aws.ToBool(m.Ebs.DeleteOnTermination) {
+			kept = aws.ToString(m.Ebs.VolumeId)
+		}
+	}
+	if vols := tagged(); kept == "" || !slices.ContainsFunc(vols, func(v ec2types.Volume) bool { return aws.ToString(v.VolumeId) == kept }) {
+		t.Fatalf("no tagged volume of %s kept on termination (kept %q, tagged %+v)", st.Launch.InstanceID, kept, vols)
+	}
+
+	// Cleanup terminates the instance (moto: at once), then finds the
+	// volume left behind and deletes it. Had moto deleted it with the
+	// instance, it would not be in st.Cleanup.Deleted.
+	st = w.motoStagesAct("cleanup", w.cleanup.Actions(), "run", st)
+	if !st.Wait.Ready || len(st.Cleanup.Failed) > 0 {
+		t.Errorf("cleanup: Wait = %+v, failed %v; want ready", st.Wait, st.Cleanup.Failed)
+	}
+	for _, want := range []string{motoStagesRegion + " instance " + st.Launch.InstanceID, motoStagesRegion + " volume " + kept} {
+		if !slices.Contains(st.Cleanup.Deleted, want) {
+			t.Errorf("st.Cleanup.Deleted = %q, missing %q", st.Cleanup.Deleted, want)
+		}
+	}
+	if live := w.motoStagesLive(st); len(live) > 0 {
+		t.Errorf("after cleanup: %v", live)
 	}
 }
 
