@@ -38,14 +38,16 @@ var LambdaTransient = []string{
 // Retry policy shared by every task, tried in order before any Catch:
 // Lambda's own transient errors (AWS's recommendation: 2 s, 6 attempts,
 // backoff 2), AWS throttling that outlasted the SDK's retries (kiln's
-// Throttled: up to 12 attempts over about 4 minutes on average, long enough
-// for a burst of bakes to drain through RunInstances' bucket at 2 a
-// second; waiting here is free, where a Lambda sleeping is billed), 5xx and
+// Throttled: up to 20 attempts, at most 20 s apart, about 3 minutes in all
+// on average: long enough for a burst of bakes to drain through
+// RunInstances' bucket at 2 a second, and brisk enough that the bucket's
+// tokens do not go unused while everyone backs off; waiting here is free,
+// where a Lambda sleeping is billed. make bench's scale run measures it), 5xx and
 // resources not yet visible (Transient), and a Lambda that died (out of
 // memory, timeout), retried once more because every action is idempotent.
 var defaultRetry = []retrier{
 	{ErrorEquals: LambdaTransient, IntervalSeconds: 2, MaxAttempts: 6, BackoffRate: 2, JitterStrategy: "FULL"},
-	{ErrorEquals: []string{"Throttled"}, IntervalSeconds: 5, MaxAttempts: 12, BackoffRate: 1.5, MaxDelaySeconds: 60, JitterStrategy: "FULL"},
+	{ErrorEquals: []string{"Throttled"}, IntervalSeconds: 2, MaxAttempts: 20, BackoffRate: 1.5, MaxDelaySeconds: 20, JitterStrategy: "FULL"},
 	{ErrorEquals: []string{"Transient"}, IntervalSeconds: 5, MaxAttempts: 6, BackoffRate: 2, MaxDelaySeconds: 60, JitterStrategy: "FULL"},
 	{ErrorEquals: []string{"Lambda.Unknown", "States.Timeout"}, IntervalSeconds: 5, MaxAttempts: 2, BackoffRate: 2},
 }
