@@ -25,9 +25,10 @@ import (
 //   - Calls that create a resource are allowed only when the request tags
 //     it with kiln:build (TagSpecifications), and CreateTags only as part of
 //     such a creation (ec2:CreateAction) or on a resource already tagged.
-//   - The login keys (SecureStrings under KeyPrefix) are written by launch,
-//     read by launch and provision, and deleted by cleanup; no other role
-//     can read them, and cleanup, which lists them, cannot decrypt them.
+//   - The login and host keys (SecureStrings under KeyPrefix) are written
+//     and read by launch and deleted by cleanup; provision reads the login
+//     keys only; no other role can read them, and cleanup, which lists
+//     them, cannot decrypt them.
 //
 // See https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/supported-iam-actions-tagging.html
 // and https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html.
@@ -218,8 +219,15 @@ func (r resources) publicParameters() []*string {
 	return []*string{sub("arn:${AWS::Partition}:ssm:*::parameter/aws/service/*")}
 }
 
-// keyParameters are the login keys' parameters.
+// keyParameters are the parameters of the builds' login and host keys.
 func (r resources) keyParameters() []*string { return r.parameters(r.props.KeyPrefix + "/*") }
+
+// loginKeyParameters are the login keys alone (<KeyPrefix>/<build>/ssh-key),
+// which provisioning reads; the host keys next to them are launch's, kept
+// only so that a rerun of launch sends the same user data.
+func (r resources) loginKeyParameters() []*string {
+	return r.parameters(r.props.KeyPrefix + "/*/ssh-key")
+}
 
 // amiParameters are the parameters that publish AMI IDs:
 // <prefix>/<recipe>/latest, or <prefix>/<recipe>/<build>/latest.
@@ -377,7 +385,7 @@ func (r resources) provisionPolicy() []statement {
 	s := []statement{
 		r.readPlan(),
 		r.readRecipes(),
-		{sid: "ReadLoginKeys", actions: []string{"ssm:GetParameter"}, resources: r.keyParameters()},
+		{sid: "ReadLoginKeys", actions: []string{"ssm:GetParameter"}, resources: r.loginKeyParameters()},
 		{sid: "Describe", actions: []string{"ec2:DescribeInstances"}, resources: star()},
 		// SendCommand names a document and instances: only the shell
 		// document, only on kiln's instances.

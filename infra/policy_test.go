@@ -110,6 +110,12 @@ func TestPolicyRulesCatchViolations(t *testing.T) {
 		{"snapshot deletes keys", "login keys", configuredStack, func(t *testing.T, m mutator) {
 			m.add(t, "snapshot", obj{"Effect": "Allow", "Action": "ssm:DeleteParameter", "Resource": "arn:aws:ssm:us-east-1:111122223333:parameter/kiln-keys/*"})
 		}},
+		{"provision reads host keys", "login keys", defaultStack, func(t *testing.T, m mutator) {
+			m.statement(t, "provision", "ReadLoginKeys")["Resource"] = obj{"Fn::Sub": "arn:${AWS::Partition}:ssm:*:${AWS::AccountId}:parameter/kiln/builds/*"}
+		}},
+		{"volumes deleted untagged", "destructive", defaultStack, func(t *testing.T, m mutator) {
+			delete(m.statement(t, "cleanup", "DeleteKilnVolumes"), "Condition")
+		}},
 		{"commands on any instance", "ssm:SendCommand", defaultStack, func(t *testing.T, m mutator) {
 			delete(m.statement(t, "provision", "RunCommandsOnKilnInstances"), "Condition")
 		}},

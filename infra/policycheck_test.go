@@ -307,8 +307,9 @@ var rules = []rule{
 		}
 		return out
 	}},
-	{"login keys: launch writes, launch and provision read, cleanup deletes", func(v policyView) []string {
+	{"login keys: launch writes, launch and provision read, cleanup deletes; host keys: launch alone reads", func(v policyView) []string {
 		key, path := v.sampleKeyParameter()
+		hostKey := path + "/host-key"
 		cannotDecrypt := map[string]bool{}
 		for _, s := range v.statements {
 			if !s.allow && s.allows("kms:Decrypt") && s.covers("*") && strings.HasPrefix(fmt.Sprint(at(s.conditions, "StringLike", "kms:ViaService")), "ssm.") {
@@ -338,6 +339,9 @@ var rules = []rule{
 				if onKey && s.allows(a) && s.stage != "cleanup" {
 					out = append(out, fmt.Sprintf("%s: %s (%s) may delete login keys", s, s.owner, s.stage))
 				}
+			}
+			if s.covers(hostKey) && s.allows("ssm:GetParameter") && s.stage != "launch" {
+				out = append(out, fmt.Sprintf("%s: %s (%s) may read host keys", s, s.owner, s.stage))
 			}
 		}
 		return out

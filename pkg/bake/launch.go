@@ -428,11 +428,12 @@ func recipeProblem(file, summary, detail string) *RecipeError {
 // subnet and VPC, takes the stack's security group for the transport
 // (Config.InstanceSecurityGroup, IsolatedSecurityGroup) or else creates a
 // temporary one (SSH only from Config.ProvisionerSecurityGroup; no ingress
-// for session_manager and none), the login key pair with its private half as a SecureString at
-// <KeyPrefix>/<BuildID>/ssh-key (SSH only), a fresh SSH host key delivered
-// by cloud-init (kept at <KeyPrefix>/<BuildID>/host-key until cleanup), and
-// runs the instance. It fills st.Launch (IDs, the host
-// public key, LaunchedAt) and a not-ready st.Wait. Each resource is found
+// for session_manager and none), the login key pair with its private half
+// as a SecureString at <KeyPrefix>/<BuildID>/ssh-key (SSH only), a fresh
+// SSH host key delivered by cloud-init (kept at
+// <KeyPrefix>/<BuildID>/host-key until cleanup), and runs the instance. It
+// fills st.Launch (IDs, the host public key, LaunchedAt) and a not-ready
+// st.Wait. Each resource is found
 // by tag or build-scoped name before it is created, and RunInstances
 // carries a client token, so a rerun makes nothing twice.
 func (l *Launch) Run(ctx context.Context, st State) (State, error) {
