@@ -71,10 +71,15 @@ vet:
 # Every test the project has: unit tests, moto and sshd integration tests,
 # the state machine checks (asl-validator, aws-local-stepfunctions), the CDK
 # synth checks, and a short run of each fuzz target.
+# The reliability checks' summaries (fault sweep, throttle storm, crash and
+# retry, concurrency, secrets) are printed at the end.
 test: deps vet
-	CI=$${CI:-} $(GO) test -count=1 -timeout 25m ./...
+	@rm -f $(KILN_HOME)/reliability.txt
+	CI=$${CI:-} KILN_REPORT=$(KILN_HOME)/reliability.txt $(GO) test -count=1 -timeout 25m ./...
 	cd infra && CI=$${CI:-} $(GO) test -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
+	@echo; echo "reliability (pkg/local):"; \
+	if [ -f $(KILN_HOME)/reliability.txt ]; then sed 's/^/  /' $(KILN_HOME)/reliability.txt; else echo "  not run here (see the skipped tests)"; fi
 
 fuzz:
 	$(GO) test ./pkg/bake/ -run '^$$' -fuzz '^FuzzLoadHCL$$' -fuzztime $(FUZZTIME)
