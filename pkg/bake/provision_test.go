@@ -483,9 +483,14 @@ func TestProvisionTimeoutKillsCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The kill is sent before Run returns; under load the process may
+	// take a moment to go.
+	for deadline := time.Now().Add(5 * time.Second); processRuns(pid) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
 	if processRuns(pid) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
-		t.Errorf("the timed-out command (pid %d) still runs", pid)
+		t.Errorf("the timed-out command (pid %d) still runs 5 s after it timed out", pid)
 	}
 }
 
