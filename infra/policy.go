@@ -261,6 +261,9 @@ const (
 	claimObjects    = "builds/*/claim"
 	manifestObjects = "builds/*/manifest.json"
 	stagedObjects   = "builds/*/staged/*"
+	// timingsObjects are what each recipe build's bakes took (written by
+	// publish, read by the next plan: bake.TimingsKey).
+	timingsObjects = "timings/*"
 )
 
 // listBucket lets a stage tell a missing object from a forbidden one: S3
@@ -370,6 +373,7 @@ func (r resources) launchPolicy() []statement {
 		{sid: "ReadBaseImageParameters", actions: []string{"ssm:GetParameter"}, resources: append(r.publicParameters(), r.amiParameters()...)},
 		r.readRecipes(),
 		{sid: "StorePlanAndClaim", actions: []string{"s3:GetObject", "s3:PutObject"}, resources: r.objects(planObjects, claimObjects)},
+		{sid: "ReadTimings", actions: []string{"s3:GetObject"}, resources: r.objects(timingsObjects)},
 		r.listBucket(),
 	}
 	s = append(s, r.kmsForBucket(true)...)
@@ -445,6 +449,7 @@ func (r resources) distributePolicy() []statement {
 		{sid: "ShareKilnSnapshots", actions: []string{"ec2:ModifySnapshotAttribute"}, resources: r.ec2("snapshot"), conditions: onKilnResource},
 		{sid: "PublishAMIParameters", actions: []string{"ssm:PutParameter"}, resources: r.amiParameters()},
 		{sid: "WriteManifest", actions: []string{"s3:GetObject", "s3:PutObject"}, resources: r.objects(manifestObjects)},
+		{sid: "KeepTimings", actions: []string{"s3:GetObject", "s3:PutObject"}, resources: r.objects(timingsObjects)},
 		r.listBucket(),
 		{sid: "AnnounceImages", actions: []string{"events:PutEvents"}, resources: one(r.eventBus)},
 	}

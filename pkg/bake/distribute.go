@@ -275,11 +275,14 @@ func (d *Distribute) Check(ctx context.Context, st State) (State, error) {
 		}
 	}
 	if len(pending) == 0 {
+		if len(copies) > 0 {
+			st = tookFor(st, func(t *Timings) { t.Copy = now.Sub(earliest) })
+		}
 		st.Wait = ready(fmt.Sprintf("%d copies available", len(copies)), polls)
 		return st, nil
 	}
 	what := "copies available in " + strings.Join(pending, ", ")
-	w, err := notReadyWithin(what, polls, now.Sub(earliest), d.Config.Expect.Copy, orDefault(d.CopyTimeout, DefaultCopyTimeout))
+	w, err := notReadyWithin(what, polls, now.Sub(earliest), expectFor(st, d.Config).Copy, orDefault(d.CopyTimeout, DefaultCopyTimeout))
 	if err != nil {
 		return st, err
 	}
@@ -432,6 +435,7 @@ func (d *Distribute) Publish(ctx context.Context, st State) (State, error) {
 	}
 	st.Published = pub
 	Logger(ctx).Info("published", "images", ArtifactID(images), "manifest", key, "event", pub.Event)
+	storeLearned(ctx, d.S3, cfg.Bucket, st, d.now())
 	return st, nil
 }
 

@@ -302,6 +302,10 @@ func (l *Launch) Plan(ctx context.Context, st State) (State, error) {
 		Encrypt:   src.EncryptBoot != nil && *src.EncryptBoot,
 		Several:   len(plan.Builds) > 1,
 	}
+	if learned := readLearned(ctx, l.S3, l.Config.Bucket, plan.Name, b.Name); learned != nil {
+		e := learned.Expect
+		st.Expect = &e
+	}
 	Logger(ctx).Info("planned", "recipe", plan.Name, "build", b.FullName(), "region", src.Region, "regions", extra, "plan", "s3://"+l.Config.Bucket+"/"+planKey)
 	return st, nil
 }
@@ -521,7 +525,7 @@ func (l *Launch) Run(ctx context.Context, st State) (State, error) {
 		ln.LaunchedAt = t.UTC()
 	}
 	st.Launch = &ln
-	st.Wait = notReady("instance "+ln.InstanceID+" running", 0, l.now().Sub(ln.LaunchedAt), l.Config.Expect.Running)
+	st.Wait = notReady("instance "+ln.InstanceID+" running", 0, l.now().Sub(ln.LaunchedAt), expectFor(st, l.Config).Running)
 	return st, nil
 }
 
@@ -1331,7 +1335,7 @@ func (l *Launch) Check(ctx context.Context, st State) (State, error) {
 		if elapsed >= bound {
 			return st, &WaitTimeoutError{For: what, After: elapsed}
 		}
-		st.Wait = notReady(what, polls, elapsed, l.Config.Expect.Running)
+		st.Wait = notReady(what, polls, elapsed, expectFor(st, l.Config).Running)
 		return st, nil
 	}
 
@@ -1377,6 +1381,7 @@ func (l *Launch) Check(ctx context.Context, st State) (State, error) {
 			return st, err
 		}
 	}
+	st = tookFor(st, func(t *Timings) { t.Running = elapsed })
 	st.Wait = ready(what, polls)
 	return st, nil
 }

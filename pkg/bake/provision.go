@@ -341,7 +341,7 @@ func (p *Provision) connect(ctx context.Context, st *State, build *Build, polls 
 		elapsed = now.Sub(l.LaunchedAt)
 	}
 	Logger(ctx).Info("ssh not ready", "addr", addr, "error", err.Error(), "waited", waited.Round(time.Second).String())
-	return nil, notReady(what, polls, elapsed, p.Config.Expect.SSH), nil
+	return nil, notReady(what, polls, elapsed, expectFor(*st, p.Config).SSH), nil
 }
 
 // address returns where to reach the instance's SSH server.

@@ -209,7 +209,7 @@ func (p *Provision) waitForAgent(ctx context.Context, st *State, polls int) (*Wa
 		status = string(info.PingStatus)
 	}
 	Logger(ctx).Info("ssm agent not online", "instance", id, "status", status, "waited", waited.Round(time.Second).String())
-	return notReady("SSM agent of "+id+" online", polls, now.Sub(prov.AgentSince), p.Config.Expect.Agent), nil
+	return notReady("SSM agent of "+id+" online", polls, now.Sub(prov.AgentSince), expectFor(*st, p.Config).Agent), nil
 }
 
 // agentInfo returns what Systems Manager knows of the instance's agent, or

@@ -121,7 +121,7 @@ func (s *Snapshot) Stop(ctx context.Context, st State) (State, error) {
 	}
 	st.Image = &img
 	elapsed := s.now().Sub(img.StopAt)
-	st.Wait = notReady("instance "+id+" stopped", 0, elapsed, s.Config.Expect.Stopped)
+	st.Wait = notReady("instance "+id+" stopped", 0, elapsed, expectFor(st, s.Config).Stopped)
 	Logger(ctx).Info("stopping instance", "instance", id)
 	return st, nil
 }
@@ -162,11 +162,12 @@ func (s *Snapshot) CheckStopped(ctx context.Context, st State) (State, error) {
 	}
 	switch inst.State.Name {
 	case ec2types.InstanceStateNameStopped:
+		st = tookFor(st, func(t *Timings) { t.Stopped = elapsed })
 		st.Wait = ready(what, polls)
 		return st, nil
 	case ec2types.InstanceStateNameStopping, ec2types.InstanceStateNamePending, ec2types.InstanceStateNameRunning:
 		// pending and running: a stop that EC2 has not started acting on yet.
-		w, err := notReadyWithin(what, polls, elapsed, s.Config.Expect.Stopped, orDefault(s.StopTimeout, DefaultStopTimeout))
+		w, err := notReadyWithin(what, polls, elapsed, expectFor(st, s.Config).Stopped, orDefault(s.StopTimeout, DefaultStopTimeout))
 		if err != nil {
 			return st, err
 		}
@@ -279,7 +280,7 @@ func (s *Snapshot) Create(ctx context.Context, st State) (State, error) {
 	}
 	img.State = string(ec2types.ImageStatePending)
 	st.Image = &img
-	st.Wait = notReady("image "+imageID+" available", 0, s.now().Sub(img.CreatedAt), s.Config.Expect.Image)
+	st.Wait = notReady("image "+imageID+" available", 0, s.now().Sub(img.CreatedAt), expectFor(st, s.Config).Image)
 	return st, nil
 }
 
@@ -354,6 +355,8 @@ func (s *Snapshot) Check(ctx context.Context, st State) (State, error) {
 			if err := tagImageSnapshots(ctx, s.EC2, image, ec2Tags(st, nil)); err != nil {
 				return st, err
 			}
+			// The image proper; its encrypted copy is a copy's work.
+			st = tookFor(st, func(t *Timings) { t.Image = elapsed })
 			copyID, err := encryptedCopy(ctx, s.EC2, st, b, region)
 			if err != nil {
 				return st, err
@@ -361,10 +364,10 @@ func (s *Snapshot) Check(ctx context.Context, st State) (State, error) {
 			img.ID = copyID
 			img.State = string(ec2types.ImageStatePending)
 			img.CreatedAt = s.now()
-			st.Wait = notReady("encrypted image "+copyID+" available", polls, 0, s.Config.Expect.Image)
+			st.Wait = notReady("encrypted image "+copyID+" available", polls, 0, expectFor(st, s.Config).Image)
 			return st, nil
 		case ec2types.ImageStatePending:
-			w, err := notReadyWithin(what, polls, elapsed, s.Config.Expect.Image, bound)
+			w, err := notReadyWithin(what, polls, elapsed, expectFor(st, s.Config).Image, bound)
 			if err != nil {
 				return st, err
 			}
@@ -385,7 +388,7 @@ func (s *Snapshot) Check(ctx context.Context, st State) (State, error) {
 	img.State = string(image.State)
 	switch image.State {
 	case ec2types.ImageStatePending:
-		w, err := notReadyWithin(what, polls, elapsed, s.Config.Expect.Image, bound)
+		w, err := notReadyWithin(what, polls, elapsed, expectFor(st, s.Config).Image, bound)
 		if err != nil {
 			return st, err
 		}
@@ -410,6 +413,9 @@ func (s *Snapshot) Check(ctx context.Context, st State) (State, error) {
 		img.Intermediate = ""
 	}
 	img.Snapshots = imageSnapshotIDs(image)
+	if st.Took == nil || st.Took.Image == 0 {
+		st = tookFor(st, func(t *Timings) { t.Image = elapsed })
+	}
 	st.Wait = ready(what, polls)
 	Logger(ctx).Info("image available", "image", img.ID, "snapshots", strings.Join(img.Snapshots, ","))
 	return st, nil
@@ -422,7 +428,7 @@ func (s *Snapshot) imageMissing(st State, id, what string, polls int, elapsed, b
 	if elapsed >= min(imageNotFoundGrace, bound) {
 		return st, fmt.Errorf("image %s: not found %s after it was created", id, elapsed.Round(time.Second))
 	}
-	st.Wait = notReady(what, polls, elapsed, s.Config.Expect.Image)
+	st.Wait = notReady(what, polls, elapsed, expectFor(st, s.Config).Image)
 	return st, nil
 }
 

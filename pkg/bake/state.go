@@ -64,6 +64,13 @@ type State struct {
 	Copies    []Copy       `json:"copies,omitempty"`
 	Published *Published   `json:"published,omitempty"`
 
+	// Expect are the timings this build's waits poll around, learned from
+	// the recipe build's earlier bakes (see LearnedTimings); nil: the
+	// deployment's defaults. Took is how long this bake's waits took, which
+	// publish keeps for the next bake.
+	Expect *Timings `json:"expect,omitempty"`
+	Took   *Timings `json:"took,omitempty"`
+
 	// Wait is the answer of the last readiness check, which the state
 	// machine's wait loops read: ready or not, and how long to wait before
 	// checking again.
