@@ -128,8 +128,10 @@ func Parse(r io.Reader) (*Run, error) {
 var bakeColumns = []struct{ name, head string }{
 	{"BenchmarkBake/regions=1", "1 Region"},
 	{"BenchmarkBake/regions=5", "5 Regions"},
-	{"BenchmarkBake/regions=5,aws=1.07x", "5 R., AWS 7% slow"},
-	{"BenchmarkBake/regions=5,aws=0.85x", "5 R., AWS 15% fast"},
+	{"BenchmarkBake/regions=5,aws=1.07x", "AWS +7%"},
+	{"BenchmarkBake/regions=5,aws=0.85x", "AWS -15%"},
+	{"BenchmarkBake/regions=5,aws=1.4x", "AWS +40%"},
+	{"BenchmarkBake/regions=5,aws=1.4x,learned", "+40% learned"},
 }
 
 const scaleName = "BenchmarkBakeScale"
@@ -149,6 +151,7 @@ func Table(w io.Writer, cur, prev *Run) {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "simulated time; AWS takes 30 s to run an instance, 45 s to stop it, 120 s for the image, 300 s per copy, 30 s to terminate")
+	fmt.Fprintln(w, "AWS ±N%: 5 Regions, AWS that much slower or faster than kiln expects, a recipe's first bake; learned: its second, planned around what the first took")
 	fmt.Fprintln(w)
 	// Labels are padded to one width: the table aligns numbers right.
 	const labelWidth = 50
