@@ -147,3 +147,36 @@ func storeLearned(ctx context.Context, api manifestStore, bucket string, st Stat
 	}
 	Logger(ctx).Warn("could not keep this bake's timings for the next", "error", err.Error())
 }
+
+// timingsJSON is Timings as JSON: durations as strings ("2m0s"), the ones
+// not measured left out, so that a bake's state and the learned timings
+// read at a glance.
+type timingsJSON struct {
+	Running Duration `json:"running,omitempty"`
+	Stopped Duration `json:"stopped,omitempty"`
+	Image   Duration `json:"image,omitempty"`
+	Copy    Duration `json:"copy,omitempty"`
+	SSH     Duration `json:"ssh,omitempty"`
+	Agent   Duration `json:"agent,omitempty"`
+}
+
+// MarshalJSON writes the durations as strings.
+func (t Timings) MarshalJSON() ([]byte, error) {
+	return json.Marshal(timingsJSON{
+		Running: Duration(t.Running), Stopped: Duration(t.Stopped), Image: Duration(t.Image),
+		Copy: Duration(t.Copy), SSH: Duration(t.SSH), Agent: Duration(t.Agent),
+	})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (t *Timings) UnmarshalJSON(b []byte) error {
+	var j timingsJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return fmt.Errorf("timings: %w", err)
+	}
+	*t = Timings{
+		Running: time.Duration(j.Running), Stopped: time.Duration(j.Stopped), Image: time.Duration(j.Image),
+		Copy: time.Duration(j.Copy), SSH: time.Duration(j.SSH), Agent: time.Duration(j.Agent),
+	}
+	return nil
+}

@@ -116,3 +116,18 @@ func TestLaunchPlanReadsLearnedTimings(t *testing.T) {
 		t.Fatalf("Launch.Plan with unreadable timings = Expect %+v, %v; want none", st.Expect, err)
 	}
 }
+
+func TestTimingsJSON(t *testing.T) {
+	in := Timings{Running: 31 * time.Second, Image: 8*time.Minute + 500*time.Millisecond}
+	b, err := json.Marshal(in)
+	if err != nil || string(b) != `{"running":"31s","image":"8m0.5s"}` {
+		t.Fatalf("json.Marshal = %s, %v", b, err)
+	}
+	var out Timings
+	if err := json.Unmarshal(b, &out); err != nil || out != in {
+		t.Errorf("json.Unmarshal = %+v, %v; want %+v", out, err, in)
+	}
+	if err := json.Unmarshal([]byte(`{"image":"soon"}`), &out); err == nil {
+		t.Errorf("json.Unmarshal of a bad duration: no error")
+	}
+}
