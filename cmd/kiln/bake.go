@@ -262,7 +262,7 @@ func (p *progress) summary(res *local.BakeResult, wall time.Duration) error {
 		fmt.Fprintf(w, "LEFT BEHIND (tagged %s=%s): %s\n", bake.TagBuild, st.BuildID, strings.Join(left, ", "))
 		return exitError{1}
 	}
-	what := "instance, security group, key pair, stored key or staged file"
+	what := "instance, volume, security group, key pair, stored key or staged file"
 	if !res.Succeeded() {
 		what += ", image or snapshot"
 	}

@@ -103,6 +103,9 @@ func tookFor(st State, set func(*Timings)) State {
 // each duration the bake measured becomes the average of the old
 // expectation and it (the first bake's measure stands alone).
 func learn(prev *LearnedTimings, recipe, build string, took Timings, now time.Time) LearnedTimings {
+	for _, d := range []*time.Duration{&took.Running, &took.Stopped, &took.Image, &took.Copy, &took.SSH, &took.Agent} {
+		*d = d.Round(time.Millisecond)
+	}
 	next := LearnedTimings{Recipe: recipe, Build: build, Bakes: 1, Updated: now.UTC(), Expect: took}
 	if prev == nil {
 		return next
@@ -141,7 +144,8 @@ func storeLearned(ctx context.Context, api manifestStore, bucket string, st Stat
 			Body: bytes.NewReader(body), ContentType: aws.String("application/json"),
 		})
 		if err == nil {
-			Logger(ctx).Info("learned timings", "key", key, "bakes", next.Bakes, "expect", fmt.Sprintf("%+v", next.Expect))
+			expect, _ := json.Marshal(next.Expect)
+			Logger(ctx).Info("learned timings", "key", key, "bakes", next.Bakes, "expect", string(expect))
 			return
 		}
 	}

@@ -22,6 +22,7 @@ import (
 // owns" (the emulator preloads unrelated images and snapshots).
 type Inventory struct {
 	Instances      []string // not terminated
+	Volumes        []string
 	SecurityGroups []string
 	KeyPairs       []string
 	StoredKeys     []string // SSM parameters under the key prefix
@@ -36,6 +37,7 @@ type Inventory struct {
 func (inv Inventory) Temporaries() []string {
 	var all []string
 	all = append(all, prefixed("instance", inv.Instances)...)
+	all = append(all, prefixed("volume", inv.Volumes)...)
 	all = append(all, prefixed("security group", inv.SecurityGroups)...)
 	all = append(all, prefixed("key pair", inv.KeyPairs)...)
 	all = append(all, prefixed("stored key", inv.StoredKeys)...)
@@ -80,6 +82,13 @@ func (c *Cloud) Take(ctx context.Context, buildID string, regions []string, conf
 					inv.Instances = append(inv.Instances, region+":"+aws.ToString(in.InstanceId))
 				}
 			}
+		}
+		vols, err := e.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{Filters: []ec2types.Filter{filter}})
+		if err != nil {
+			return inv, fmt.Errorf("inventory volumes in %s: %w", region, err)
+		}
+		for _, v := range vols.Volumes {
+			inv.Volumes = append(inv.Volumes, region+":"+aws.ToString(v.VolumeId))
 		}
 		sgs, err := e.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{Filters: []ec2types.Filter{filter}})
 		if err != nil {

@@ -621,10 +621,19 @@ func judgeSweepRun(r *rig, run sweepRun) (v verdict) {
 		kept = outputsOf(res.State)
 	}
 	var named []string
+	isNamed := func(l string) bool {
+		return x.Error == "CleanupIncomplete" && strings.Contains(x.Cause, resourceID(l))
+	}
 	for _, l := range run.left {
 		switch {
 		case kept[l]:
-		case x.Error == "CleanupIncomplete" && strings.Contains(x.Cause, resourceID(l)):
+		case isNamed(l):
+			named = append(named, l)
+		case strings.HasPrefix(l, "volume ") && slices.ContainsFunc(run.left, func(inst string) bool {
+			return strings.HasPrefix(inst, "instance ") && isNamed(inst) && r.attachedTo(resourceID(l), resourceID(inst))
+		}):
+			// The root volume of an instance whose termination failed
+			// goes with the instance.
 			named = append(named, l)
 		default:
 			v.leaks = append(v.leaks, l)
@@ -664,6 +673,44 @@ func judgeSweepRun(r *rig, run sweepRun) (v verdict) {
 
 // cleanupAgain runs the cleanup stage on st directly against moto, as an
 // operator would rerun it once the cause of a CleanupFailed is fixed.
+// attachedTo reports whether volume is attached to instance and goes with
+// it when it terminates.
+func (r *rig) attachedTo(volume, instance string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := r.audit.EC2(DefaultRegion).DescribeVolumes(ctx, &ec2.DescribeVolumesInput{VolumeIds: []string{volume}})
+	if err != nil || len(out.Volumes) != 1 {
+		return false
+	}
+	for _, a := range out.Volumes[0].Attachments {
+		// moto leaves DeleteOnTermination out of volume attachments: ask
+		// the instance.
+		if aws.ToString(a.InstanceId) == instance {
+			return r.deletedWith(ctx, volume, instance)
+		}
+	}
+	return false
+}
+
+// deletedWith reports whether instance's mapping deletes volume on
+// termination.
+func (r *rig) deletedWith(ctx context.Context, volume, instance string) bool {
+	out, err := r.audit.EC2(DefaultRegion).DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: []string{instance}})
+	if err != nil {
+		return false
+	}
+	for _, res := range out.Reservations {
+		for _, in := range res.Instances {
+			for _, m := range in.BlockDeviceMappings {
+				if m.Ebs != nil && aws.ToString(m.Ebs.VolumeId) == volume {
+					return aws.ToBool(m.Ebs.DeleteOnTermination)
+				}
+			}
+		}
+	}
+	return false
+}
+
 func (r *rig) cleanupAgain(st bake.State) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
