@@ -632,8 +632,9 @@ func (r *cleanupRound) keyPairs(ctx context.Context, st State, region string) {
 	}
 }
 
-// parameters deletes the stored login and host keys and anything else stored under
-// the build's key path, in the deployment's Region (the SSM client's).
+// parameters deletes the stored login and host keys and anything else
+// stored under the build's key path, in the deployment's Region (the SSM
+// client's).
 func (r *cleanupRound) parameters(ctx context.Context, st State) {
 	const region = "ssm"
 	if r.c.SSM == nil {
