@@ -232,7 +232,7 @@ func (p *Provision) Run(ctx context.Context, st State) (State, error) {
 	defer r.Close()
 	stopAt, opCtx, cancel := p.stopAt(ctx, p.Reserve)
 	defer cancel()
-	run := &provisionRun{p: p, r: r, st: &st, plan: plan, build: build, log: Logger(ctx), polls: polls, stopAt: stopAt}
+	run := &provisionRun{invocation: invocation{p: p, st: &st, plan: plan, build: build, log: Logger(ctx), polls: polls, stopAt: stopAt}, r: r}
 	w, err = run.provisioners(opCtx)
 	st.Wait = w
 	return st, err
@@ -392,10 +392,10 @@ func (p *Provision) loginKey(ctx context.Context, l *Launched) (ssh.Signer, erro
 	return signer, nil
 }
 
-// provisionRun is one invocation's work on a connected instance.
-type provisionRun struct {
+// invocation is what one provisioning invocation carries and does the
+// same way over either transport.
+type invocation struct {
 	p     *Provision
-	r     *sshRemote
 	st    *State
 	plan  *Plan
 	build *Build
@@ -404,6 +404,46 @@ type provisionRun struct {
 	// stopAt is when to stop starting and watching commands (zero: never).
 	stopAt time.Time
 	fsys   fs.FS // the recipe's files, once opened
+}
+
+// again is a not-ready Wait of d for what.
+func (run *invocation) again(what string, d time.Duration) *Wait {
+	return &Wait{For: what, Seconds: waitSeconds(d), Polls: run.polls + 1}
+}
+
+// recipeFiles opens the recipe's files on first use.
+func (run *invocation) recipeFiles(ctx context.Context) (fs.FS, error) {
+	return run.p.openRecipe(ctx, *run.st, &run.fsys)
+}
+
+// retry answers the failed attempt of pr, the current provisioner: while
+// it has retries left, the Wait for the next attempt after a backoff
+// (the attempt's progress reset); else nil, and the error stands.
+func (run *invocation) retry(pr Provisioner, err error) *Wait {
+	prov := run.st.Provision
+	if prov.Attempt >= pr.MaxRetries {
+		return nil
+	}
+	backoff := min(5*time.Second<<prov.Attempt, time.Minute)
+	run.log.Warn(fmt.Sprintf("provisioner %s: attempt %d of %d failed, retrying in %s: %s",
+		pr.Label(), prov.Attempt+1, pr.MaxRetries+1, backoff, run.plan.Redact(err.Error())))
+	prov.Attempt++
+	prov.Step, prov.Running, prov.StartedAt = 0, nil, time.Time{}
+	return run.again(fmt.Sprintf("retry of provisioner %s", pr.Label()), backoff)
+}
+
+// done moves on from pr, the current provisioner, which has succeeded.
+func (run *invocation) done(pr Provisioner) {
+	prov := run.st.Provision
+	run.log.Info(fmt.Sprintf("provisioner %s: done in %s", pr.Label(), run.p.now().Sub(prov.StartedAt).Round(time.Second)))
+	prov.Next++
+	prov.Attempt, prov.Step, prov.Running, prov.StartedAt, prov.PauseUntil = 0, 0, nil, time.Time{}, time.Time{}
+}
+
+// provisionRun is one invocation's work on a connected instance.
+type provisionRun struct {
+	invocation
+	r *sshRemote
 }
 
 // provisioners runs provisioners from st.Provision.Next on and returns
@@ -431,13 +471,8 @@ func (run *provisionRun) provisioners(ctx context.Context) (*Wait, error) {
 		out, err := run.attempt(ctx, a)
 		prov.Step, prov.Running = a.step, a.running
 		if err != nil {
-			if prov.Attempt < pr.MaxRetries {
-				backoff := min(5*time.Second<<prov.Attempt, time.Minute)
-				run.log.Warn(fmt.Sprintf("provisioner %s: attempt %d of %d failed, retrying in %s: %s",
-					pr.Label(), prov.Attempt+1, pr.MaxRetries+1, backoff, run.plan.Redact(err.Error())))
-				prov.Attempt++
-				prov.Step, prov.Running, prov.StartedAt = 0, nil, time.Time{}
-				return run.again(fmt.Sprintf("retry of provisioner %s", pr.Label()), backoff), nil
+			if w := run.retry(pr, err); w != nil {
+				return w, nil
 			}
 			return nil, err
 		}
@@ -450,9 +485,7 @@ func (run *provisionRun) provisioners(ctx context.Context) (*Wait, error) {
 			return run.again(fmt.Sprintf("ssh to %s to come back", run.st.Launch.InstanceID), time.Second), nil
 		}
 		if a.done {
-			run.log.Info(fmt.Sprintf("provisioner %s: done in %s", pr.Label(), p.now().Sub(prov.StartedAt).Round(time.Second)))
-			prov.Next++
-			prov.Attempt, prov.Step, prov.Running, prov.StartedAt, prov.PauseUntil = 0, 0, nil, time.Time{}, time.Time{}
+			run.done(pr)
 		}
 		if out == attemptReconnect || (a.done && pr.Shell != nil && pr.Shell.ExpectDisconnect) {
 			// A provisioner that expects a disconnect usually reboots:
@@ -473,11 +506,6 @@ func (run *provisionRun) provisioners(ctx context.Context) (*Wait, error) {
 	prov.Done = true
 	run.log.Info(fmt.Sprintf("provisioning: %d provisioners done", len(provs)))
 	return ready("provisioning", run.polls), nil
-}
-
-// again is a not-ready Wait of d for what.
-func (run *provisionRun) again(what string, d time.Duration) *Wait {
-	return &Wait{For: what, Seconds: waitSeconds(d), Polls: run.polls + 1}
 }
 
 // finish removes the output and command files of the build's commands
@@ -508,11 +536,6 @@ func (run *provisionRun) jobFolder(pr Provisioner) string {
 		folder = cmp.Or(pr.Shell.RemoteFolder, folder)
 	}
 	return jobRoot(folder, run.st.BuildID)
-}
-
-// recipeFiles opens the recipe's files on first use.
-func (run *provisionRun) recipeFiles(ctx context.Context) (fs.FS, error) {
-	return run.p.openRecipe(ctx, *run.st, &run.fsys)
 }
 
 // openRecipe returns the recipe's files for st, opening them (from Files,
@@ -941,7 +964,7 @@ func (p *Provision) ErrorCleanup(ctx context.Context, st State) (State, error) {
 	}
 	defer r.Close()
 	log.Info(fmt.Sprintf("error-cleanup-provisioner %s: starting", label))
-	run := &provisionRun{p: p, r: r, st: &st, plan: plan, build: build, log: log}
+	run := &provisionRun{invocation: invocation{p: p, st: &st, plan: plan, build: build, log: log}, r: r}
 	a := &attempt{index: -1, id: "error-cleanup", pr: pr, startedAt: p.now(), stopAt: stopAt}
 	out, err := run.attempt(ctx, a)
 	switch {

@@ -43,7 +43,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"path"
 	"strconv"
 	"strings"
@@ -145,7 +144,7 @@ func (p *Provision) runSSM(ctx context.Context, st *State, plan *Plan, build *Bu
 	}
 	stopAt, opCtx, cancel := p.stopAt(ctx, p.Reserve)
 	defer cancel()
-	run := &ssmRun{p: p, st: st, plan: plan, build: build, log: Logger(ctx), polls: polls, stopAt: stopAt, region: st.Launch.Region}
+	run := &ssmRun{invocation: invocation{p: p, st: st, plan: plan, build: build, log: Logger(ctx), polls: polls, stopAt: stopAt}, region: st.Launch.Region}
 	defer func() {
 		if err != nil && prov.Running != nil && !IsThrottle(err) && !isTransient(err) {
 			run.cancel(context.WithoutCancel(ctx), prov.Running.ID)
@@ -250,16 +249,8 @@ func (p *Provision) instanceProfile(ctx context.Context, id, region string) (str
 
 // ssmRun is one invocation's work for the session_manager transport.
 type ssmRun struct {
-	p      *Provision
-	st     *State
-	plan   *Plan
-	build  *Build
-	log    *slog.Logger
-	polls  int
+	invocation
 	region string
-	// stopAt is when to stop sending commands (zero: never).
-	stopAt time.Time
-	fsys   fs.FS // the recipe's files, once opened
 }
 
 // provisioners runs provisioners from st.Provision.Next on, as far as this
@@ -282,22 +273,15 @@ func (run *ssmRun) provisioners(ctx context.Context) (*Wait, error) {
 		w, err := run.attempt(ctx, a)
 		prov.Step, prov.Running = a.step, a.running
 		if err != nil {
-			if prov.Attempt < pr.MaxRetries {
-				backoff := min(5*time.Second<<prov.Attempt, time.Minute)
-				run.log.Warn(fmt.Sprintf("provisioner %s: attempt %d of %d failed, retrying in %s: %s",
-					pr.Label(), prov.Attempt+1, pr.MaxRetries+1, backoff, run.plan.Redact(err.Error())))
-				prov.Attempt++
-				prov.Step, prov.Running, prov.StartedAt = 0, nil, time.Time{}
-				return run.again(fmt.Sprintf("retry of provisioner %s", pr.Label()), backoff), nil
+			if w := run.retry(pr, err); w != nil {
+				return w, nil
 			}
 			return nil, err
 		}
 		if w != nil {
 			return w, nil
 		}
-		run.log.Info(fmt.Sprintf("provisioner %s: done in %s", pr.Label(), p.now().Sub(prov.StartedAt).Round(time.Second)))
-		prov.Next++
-		prov.Attempt, prov.Step, prov.Running, prov.StartedAt, prov.PauseUntil = 0, 0, nil, time.Time{}, time.Time{}
+		run.done(pr)
 		if pr.Shell != nil && pr.Shell.ExpectDisconnect {
 			// It may have rebooted the instance: wait for the agent again
 			// before the next command (SSM would queue it meanwhile, but
@@ -309,11 +293,6 @@ func (run *ssmRun) provisioners(ctx context.Context) (*Wait, error) {
 	prov.Done = true
 	run.log.Info(fmt.Sprintf("provisioning: %d provisioners done", len(provs)))
 	return ready("provisioning", run.polls), nil
-}
-
-// again is a not-ready Wait of d for what.
-func (run *ssmRun) again(what string, d time.Duration) *Wait {
-	return &Wait{For: what, Seconds: waitSeconds(d), Polls: run.polls + 1}
 }
 
 // ssmAttempt is one try of one provisioner over SSM.
@@ -403,11 +382,6 @@ func (run *ssmRun) stepContext(a *ssmAttempt) stepContext {
 			run.log.Info(label + ": " + run.plan.Redact(fmt.Sprintf(format, args...)))
 		},
 	}
-}
-
-// recipeFiles opens the recipe's files on first use.
-func (run *ssmRun) recipeFiles(ctx context.Context) (fs.FS, error) {
-	return run.p.openRecipe(ctx, *run.st, &run.fsys)
 }
 
 // commandPoll is how long to wait before polling a command that started
@@ -752,10 +726,10 @@ func (run *ssmRun) stageStep(ctx context.Context, s ssmStep, stepID string) ([]b
 	return []byte(b.String()), nil
 }
 
-// stepFunctions are the shell functions of a step's script. $1 is the
-// step's nonce, for kiln_fail's marker line.
-const stepFunctions = `m=$1
-kiln_fail() {
+// failFetch are the shell functions both a step's script and its
+// bootstrap use: kiln_fail ends with the error marker line for nonce $m,
+// kiln_fetch downloads a presigned URL with curl or wget.
+const failFetch = `kiln_fail() {
 	printf 'kiln:%s:error:%s\n' "$m" "$(printf '%s' "$*" | tr '\n' ' ')"
 	exit 1
 }
@@ -769,7 +743,12 @@ kiln_fetch() {
 		return 127
 	fi
 }
-kiln_place() {
+`
+
+// stepFunctions are the shell functions of a step's script. $1 is the
+// step's nonce, for kiln_fail's marker line.
+const stepFunctions = `m=$1
+` + failFetch + `kiln_place() {
 	t=$2
 	if [ -n "$4" ] && [ -d "$t" ]; then t=${t%/}/$4; fi
 	[ -d "$t" ] && kiln_fail "upload to $t: it is a folder"
@@ -793,21 +772,7 @@ func bootstrapScript(user, nonce, url, what string) string {
 	return "# kiln: " + strings.ReplaceAll(what, "\n", " ") + `
 u=` + quoteShell(user) + `
 m=` + nonce + `
-kiln_fail() {
-	printf 'kiln:%s:error:%s\n' "$m" "$(printf '%s' "$*" | tr '\n' ' ')"
-	exit 1
-}
-kiln_fetch() {
-	if command -v curl >/dev/null 2>&1; then
-		curl -fsS --retry 3 -o "$2" "$1"
-	elif command -v wget >/dev/null 2>&1; then
-		wget -q -O "$2" "$1"
-	else
-		echo "neither curl nor wget is installed on the instance"
-		return 127
-	fi
-}
-d=$(mktemp -d /tmp/kiln-step.XXXXXXXX) || kiln_fail "cannot make a temporary folder"
+` + failFetch + `d=$(mktemp -d /tmp/kiln-step.XXXXXXXX) || kiln_fail "cannot make a temporary folder"
 if ! e=$(kiln_fetch ` + quoteShell(url) + ` "$d/step.sh" 2>&1); then
 	rm -rf "$d"
 	kiln_fail "fetch the step from the kiln bucket: $e"
@@ -1052,7 +1017,7 @@ func (p *Provision) errorCleanupSSM(ctx context.Context, st *State, plan *Plan, 
 		return
 	}
 	log.Info(fmt.Sprintf("error-cleanup-provisioner %s: starting", label))
-	run := &ssmRun{p: p, st: st, plan: plan, build: build, log: log, region: st.Launch.Region, stopAt: stopAt}
+	run := &ssmRun{invocation: invocation{p: p, st: st, plan: plan, build: build, log: log, stopAt: stopAt}, region: st.Launch.Region}
 	a := &ssmAttempt{index: -1, id: "error-cleanup", pr: pr, startedAt: p.now()}
 	for {
 		w, err := run.attempt(ctx, a)
