@@ -75,16 +75,19 @@ func expectFor(st State, conf Config) Timings {
 	if st.Expect == nil {
 		return e
 	}
-	l := *st.Expect
-	for _, f := range []struct{ dst, learned *time.Duration }{
-		{&e.Running, &l.Running}, {&e.Stopped, &l.Stopped}, {&e.Image, &l.Image},
-		{&e.Copy, &l.Copy}, {&e.SSH, &l.SSH}, {&e.Agent, &l.Agent},
-	} {
-		if *f.dst > 0 && *f.learned > 0 {
-			*f.dst = max(*f.learned, time.Second)
+	learned := st.Expect.durations()
+	for i, d := range e.durations() {
+		if *d > 0 && *learned[i] > 0 {
+			*d = max(*learned[i], time.Second)
 		}
 	}
 	return e
+}
+
+// durations lists t's fields in a fixed order, for code that treats each
+// wait's duration alike.
+func (t *Timings) durations() []*time.Duration {
+	return []*time.Duration{&t.Running, &t.Stopped, &t.Image, &t.Copy, &t.SSH, &t.Agent}
 }
 
 // tookFor returns st with one of its measured durations set (set picks
@@ -103,7 +106,8 @@ func tookFor(st State, set func(*Timings)) State {
 // each duration the bake measured becomes the average of the old
 // expectation and it (the first bake's measure stands alone).
 func learn(prev *LearnedTimings, recipe, build string, took Timings, now time.Time) LearnedTimings {
-	for _, d := range []*time.Duration{&took.Running, &took.Stopped, &took.Image, &took.Copy, &took.SSH, &took.Agent} {
+	measured := took.durations()
+	for _, d := range measured {
 		*d = d.Round(time.Millisecond)
 	}
 	next := LearnedTimings{Recipe: recipe, Build: build, Bakes: 1, Updated: now.UTC(), Expect: took}
@@ -112,16 +116,13 @@ func learn(prev *LearnedTimings, recipe, build string, took Timings, now time.Ti
 	}
 	next.Bakes = prev.Bakes + 1
 	next.Expect = prev.Expect
-	for _, f := range []struct{ dst, took *time.Duration }{
-		{&next.Expect.Running, &took.Running}, {&next.Expect.Stopped, &took.Stopped}, {&next.Expect.Image, &took.Image},
-		{&next.Expect.Copy, &took.Copy}, {&next.Expect.SSH, &took.SSH}, {&next.Expect.Agent, &took.Agent},
-	} {
-		switch {
-		case *f.took <= 0:
-		case *f.dst <= 0:
-			*f.dst = *f.took
+	for i, d := range next.Expect.durations() {
+		switch m := *measured[i]; {
+		case m <= 0:
+		case *d <= 0:
+			*d = m
 		default:
-			*f.dst = ((*f.dst + *f.took) / 2).Round(time.Millisecond)
+			*d = ((*d + m) / 2).Round(time.Millisecond)
 		}
 	}
 	return next
