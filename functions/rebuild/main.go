@@ -7,29 +7,22 @@
 package main
 
 import (
-	"context"
 	"os"
 
 	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sfn"
 
+	"github.com/kiln-dev/kiln/functions/internal/lambdamain"
 	"github.com/kiln-dev/kiln/pkg/bake"
 )
 
 func main() {
-	log := bake.NewJSONLogger(os.Stdout)
-	cfg, err := config.LoadDefaultConfig(context.Background())
-	if err != nil {
-		log.Error("load AWS config", "error", err.Error())
-		os.Exit(1)
-	}
+	log, aws := lambdamain.Setup()
 	maxAge, err := bake.RebuildMaxAgeFromEnv()
 	if err != nil {
-		log.Error("rebuild settings", "error", err.Error())
-		os.Exit(1)
+		lambdamain.Exit(log, "rebuild settings", err)
 	}
-	bakes := bake.NewStepFunctions(sfn.NewFromConfig(cfg), os.Getenv("KILN_STATE_MACHINE_ARN"))
-	job := bake.NewRebuild(&bake.AWS{Config: cfg}, bake.ConfigFromEnv(), bakes, maxAge)
+	bakes := bake.NewStepFunctions(sfn.NewFromConfig(aws.Config), os.Getenv("KILN_STATE_MACHINE_ARN"))
+	job := bake.NewRebuild(aws, bake.ConfigFromEnv(), bakes, maxAge)
 	lambda.Start(bake.JobHandler("rebuild", job.Handle, log))
 }

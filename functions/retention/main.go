@@ -8,27 +8,18 @@
 package main
 
 import (
-	"context"
-	"os"
-
 	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/aws/aws-sdk-go-v2/config"
 
+	"github.com/kiln-dev/kiln/functions/internal/lambdamain"
 	"github.com/kiln-dev/kiln/pkg/bake"
 )
 
 func main() {
-	log := bake.NewJSONLogger(os.Stdout)
-	cfg, err := config.LoadDefaultConfig(context.Background())
-	if err != nil {
-		log.Error("load AWS config", "error", err.Error())
-		os.Exit(1)
-	}
+	log, aws := lambdamain.Setup()
 	policy, err := bake.RetentionPolicyFromEnv()
 	if err != nil {
-		log.Error("retention settings", "error", err.Error())
-		os.Exit(1)
+		lambdamain.Exit(log, "retention settings", err)
 	}
-	job := bake.NewRetention(&bake.AWS{Config: cfg}, bake.ConfigFromEnv(), policy, bake.RegionsFromEnv())
+	job := bake.NewRetention(aws, bake.ConfigFromEnv(), policy, bake.RegionsFromEnv())
 	lambda.Start(bake.JobHandler("retention", job.Handle, log))
 }
