@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/kiln-dev/kiln/pkg/asl"
 )
 
 // Options configures Start.
@@ -37,33 +39,9 @@ type Options struct {
 	Timings Timings
 }
 
-// Clock is the front's source of time.
-type Clock interface {
-	// Now reports the current time.
-	Now() time.Time
-	// Sleep blocks for d or until ctx is done; it returns ctx.Err() if
-	// ctx ended the wait.
-	Sleep(ctx context.Context, d time.Duration) error
-}
-
-// realClock is the wall clock.
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
-
-func (realClock) Sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+// Clock is the front's source of time: the state machine runner's, so
+// that one fake clock drives both.
+type Clock = asl.Clock
 
 // Fault says why the front, not the emulator, answered a call.
 type Fault string
@@ -198,7 +176,7 @@ func Start(opts Options) (*Front, error) {
 		f.scale = 1
 	}
 	if f.clock == nil {
-		f.clock = realClock{}
+		f.clock = asl.RealClock{}
 	}
 	f.resetLocked()
 	f.client = &http.Client{
